@@ -1,0 +1,319 @@
+"""Validate a composed config before anything expensive: no torch, no MLflow, no data loading.
+
+Every problem becomes one line naming the key, what was wrong and what is allowed; all lines are
+raised together as a ConfigError.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from omegaconf import DictConfig, OmegaConf
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medpipe.errors import ConfigError
+from medpipe.evaluation.keys import CLASSIFICATION_METRICS
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Prob = Annotated[float, Field(ge=0, le=1)]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=False)
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+# -- data ------------------------------------------------------------------------------------------
+class DataCommon(_Open):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    source: Literal["medmnist", "synthetic_lesions"]
+    kind: Literal["image", "volume", "signal", "frames"]
+    normalize: Literal["unit", "zscore", "none"] = "zscore"
+    batch_size: PosInt
+    loader: Literal["auto", "memory", "workers"] = "auto"
+    num_workers: NonNegInt = 0
+    pin_memory: bool = False
+
+
+class SyntheticLesionsData(DataCommon):
+    seed: int
+    image_size: Annotated[int, Field(ge=16, le=512)]
+    n_train: Annotated[int, Field(ge=2)]
+    n_val: Annotated[int, Field(ge=2)]
+    n_test: Annotated[int, Field(ge=2)]
+    prevalence: Annotated[float, Field(gt=0, lt=1)]
+    noise: Annotated[float, Field(ge=0)]
+
+
+class MedMNISTData(DataCommon):
+    flag: Annotated[str, Field(min_length=1)]
+    size: Literal[28, 64, 128, 224] = 28
+    path: str | None = None
+    mirror: str | None = None
+    download: bool = True
+    verify_md5: bool = True
+    url: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        from medpipe.data.catalog import CATALOG
+
+        info = CATALOG.get(self.flag)
+        if info is None and not self.path:
+            raise ValueError(f"flag: unknown MedMNIST flag '{self.flag}'; known: {', '.join(sorted(CATALOG))} "
+                             "(or give data.path to a MedMNIST-format npz)")
+        if info is not None and self.size not in info.md5:
+            raise ValueError(f"size: {self.flag} comes in sizes {sorted(info.md5)}, not {self.size}")
+        if info is not None and info.kind != self.kind:
+            raise ValueError(f"kind: {self.flag} is {info.kind} data, not {self.kind}")
+        return self
+
+
+DATA_MODELS = {"synthetic_lesions": SyntheticLesionsData, "medmnist": MedMNISTData}
+
+
+# -- model, optimisation, training -----------------------------------------------------------------
+class SimpleCNNNet(_Closed):
+    target: str = Field(alias="_target_")
+    channels: Annotated[list[PosInt], Field(min_length=1)]
+    kernel_size: PosInt = 3
+    hidden: NonNegInt = 512
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.5
+    batch_norm: bool = False
+
+
+class ResNetNet(_Closed):
+    target: str = Field(alias="_target_")
+    depth: Literal[10, 18, 34, 50, 101, 152, 200] = 18
+    stem: Literal["small", "imagenet"] = "small"
+    widen_factor: Annotated[float, Field(gt=0)] = 1.0
+
+
+class LinearNet(_Closed):
+    target: str = Field(alias="_target_")
+
+
+NET_MODELS = {
+    "medpipe.models.nets.SimpleCNN": SimpleCNNNet,
+    "medpipe.models.nets.ResNet": ResNetNet,
+    "medpipe.models.nets.LinearClassifier": LinearNet,
+}
+
+
+class ModelCfg(_Open):
+    name: str
+    accepts: Annotated[list[Literal["image", "volume", "signal", "frames"]], Field(min_length=1)]
+    net: dict[str, Any]
+    loss: Literal["cross_entropy", "bce"] = "cross_entropy"
+    class_weights: Literal["balanced"] | Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] | None = None
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
+class OptimizerCfg(_Open):
+    target: str = Field(alias="_target_")
+    lr: Annotated[float, Field(gt=0)]
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    momentum: Annotated[float, Field(ge=0, lt=1)] | None = None
+
+
+class SchedulerCfg(_Closed):
+    name: Literal["none", "step", "multistep", "cosine"]
+    step_size: PosInt | None = None
+    gamma: Annotated[float, Field(gt=0, le=1)] | None = None
+    milestones: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] | None = None
+    warmup_epochs: NonNegInt | None = None
+    eta_min: Annotated[float, Field(ge=0)] | None = None
+
+
+Limit = Annotated[float, Field(ge=0)] | None
+
+
+class TrainerCfg(_Open):
+    accelerator: Literal["cpu", "gpu", "cuda", "mps", "tpu", "auto"]
+    devices: PosInt | Literal["auto", -1] | list[NonNegInt] | str
+    strategy: str = "auto"
+    num_nodes: PosInt = 1
+    precision: Literal["64", "64-true", "32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed",
+                       "16-true", "bf16-true", "transformer-engine", 64, 32, 16]
+    max_epochs: Annotated[int, Field(ge=1)]
+    min_epochs: NonNegInt | None = None
+    fast_dev_run: bool | NonNegInt = False
+    limit_train_batches: Limit = None
+    limit_val_batches: Limit = None
+    limit_test_batches: Limit = None
+    accumulate_grad_batches: PosInt = 1
+    gradient_clip_val: Annotated[float, Field(ge=0)] | None = None
+    check_val_every_n_epoch: PosInt | None = 1
+
+
+class LoggerCfg(_Closed):
+    mlflow: dict[str, Any] | None = None
+    csv: dict[str, Any] | None = None
+
+
+class CallbacksCfg(_Open):
+    progress_bar: Literal["auto", "rich", "plain", "none"] = "auto"
+
+
+class AugmentationCfg(_Closed):
+    name: str
+    train: list[dict[str, Any]] = []
+
+
+class TrainCfg(_Open):
+    seed: int
+    experiment_name: Annotated[str, Field(min_length=1)]
+    monitor: str
+    monitor_mode: Literal["max", "min"]
+    test_after_fit: bool = True
+    log_model: bool = True
+
+
+class EvaluateCfg(_Open):
+    ckpt_path: Annotated[str, Field(min_length=1)]
+
+
+# -- driver ----------------------------------------------------------------------------------------
+def _fmt_value(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _errors(prefix: str, model: type[BaseModel], data: Any) -> list[str]:
+    try:
+        model.model_validate(data)
+    except ValidationError as err:
+        out = []
+        for e in err.errors():
+            loc = ".".join(str(p) for p in e["loc"] if p != "_target_") if e["loc"] else ""
+            key = f"{prefix}.{loc}" if loc else prefix
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "value_error" and ":" in msg.split(" ")[0]:
+                sub, msg = msg.split(":", 1)
+                key, msg = f"{prefix}.{sub}", msg.strip()
+            got = "" if e["type"] in ("missing", "value_error", "extra_forbidden") else f" (got {_fmt_value(e.get('input'))})"
+            if e["type"] == "extra_forbidden":
+                msg = "unknown key"
+            out.append(f"{key}: {msg}{got}")
+        return out
+    return []
+
+
+def _section(c: dict[str, Any], key: str) -> Any:
+    v = c.get(key)
+    return v if v is not None else {}
+
+
+def _check_file(key: str, value: Any, is_dir: bool = False) -> list[str]:
+    if value in (None, ""):
+        return []
+    p = Path(str(value)).expanduser()
+    ok = p.is_dir() if is_dir else p.is_file()
+    what = "folder" if is_dir else "file"
+    return [] if ok else [f"{key}: {what} not found: {p.resolve()}"]
+
+
+def _validate_train(c: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    problems += _errors("", TrainCfg, c)
+    problems = [p.removeprefix(".") for p in problems]
+
+    data = _section(c, "data")
+    source = data.get("source")
+    problems += _errors("data", DATA_MODELS.get(source, DataCommon), data)
+    if source in DATA_MODELS:
+        problems += _check_file("data.path", data.get("path"))
+        problems += _check_file("data.mirror", data.get("mirror"), is_dir=True)
+
+    model = _section(c, "model")
+    problems += _errors("model", ModelCfg, model)
+    net = model.get("net") or {}
+    target = net.get("_target_")
+    if target in NET_MODELS:
+        problems += _errors("model.net", NET_MODELS[target], net)
+    elif isinstance(target, str):
+        module = target.rsplit(".", 1)[0]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            problems.append(f"model.net._target_: cannot find module '{module}' of '{target}'")
+    else:
+        problems.append("model.net._target_: missing; name the network class to build")
+    kind = data.get("kind")
+    accepts = model.get("accepts") or []
+    if kind and accepts and kind not in accepts:
+        problems.append(f"model: '{model.get('name')}' reads {', '.join(accepts)} data, but data "
+                        f"'{data.get('name')}' is {kind} data; choose a model that reads {kind}")
+
+    problems += _errors("optimizer", OptimizerCfg, _section(c, "optimizer"))
+    opt_target = _section(c, "optimizer").get("_target_", "")
+    if isinstance(opt_target, str) and not opt_target.startswith("torch.optim."):
+        problems.append(f"optimizer._target_: '{opt_target}' is not a torch.optim optimizer")
+
+    sched = _section(c, "scheduler")
+    problems += _errors("scheduler", SchedulerCfg, sched)
+    required = {"step": ("step_size", "gamma"), "multistep": ("milestones", "gamma"), "cosine": ()}
+    for key in required.get(sched.get("name"), ()):
+        if sched.get(key) is None:
+            problems.append(f"scheduler.{key}: required by scheduler '{sched.get('name')}'")
+
+    trainer = _section(c, "trainer")
+    problems += _errors("trainer", TrainerCfg, trainer)
+    problems += _errors("logger", LoggerCfg, _section(c, "logger"))
+    problems += _errors("callbacks", CallbacksCfg, _section(c, "callbacks"))
+
+    aug = _section(c, "augmentation")
+    problems += _errors("augmentation", AugmentationCfg, aug)
+    for i, op in enumerate(aug.get("train") or []):
+        t = op.get("_target_") if isinstance(op, dict) else None
+        if not isinstance(t, str) or not t.startswith("albumentations."):
+            problems.append(f"augmentation.train[{i}]._target_: must name an albumentations transform "
+                            f"(albumentations.HorizontalFlip, ...), got {_fmt_value(t)}")
+        p = op.get("p", 0.5) if isinstance(op, dict) else 0.5
+        if not isinstance(p, int | float) or not 0 <= p <= 1:
+            problems.append(f"augmentation.train[{i}].p: a probability in [0, 1] (got {_fmt_value(p)})")
+    if aug.get("train") and data.get("loader") == "memory":
+        problems.append(f"data.loader: 'memory' cannot apply per-sample augmentation "
+                        f"'{aug.get('name')}'; use data.loader=workers (or auto), or augmentation=none")
+
+    monitor = c.get("monitor")
+    allowed = [f"{s}/{m}" for s in ("val", "train") for m in CLASSIFICATION_METRICS]
+    if isinstance(monitor, str) and monitor not in allowed and not monitor.startswith("val/f1_"):
+        problems.append(f"monitor: unknown metric '{monitor}'; use one of {', '.join(allowed[:9])} "
+                        "(or val/f1_<class>)")
+    if isinstance(monitor, str) and monitor.endswith("/loss") and c.get("monitor_mode") == "max":
+        problems.append(f"monitor_mode: 'max' with monitor '{monitor}'; a loss is minimised, use min")
+    return problems
+
+
+def validate(cfg: DictConfig | dict[str, Any], config_name: str = "train") -> None:
+    """Raise ConfigError listing every problem of the composed config (nothing heavy imported)."""
+    try:
+        c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    except Exception as err:  # noqa: BLE001 - interpolation errors name the key themselves
+        raise ConfigError(f"cannot resolve the config: {err}".splitlines()[0]) from None
+    if config_name == "train":
+        problems = _validate_train(c)
+    elif config_name == "evaluate":
+        problems = _errors("", EvaluateCfg, c)
+        problems = [p.removeprefix(".") for p in problems]
+        problems += _check_file("ckpt_path", c.get("ckpt_path"))
+        problems += _check_file("data.path", (c.get("data") or {}).get("path"))
+        problems += _check_file("data.mirror", (c.get("data") or {}).get("mirror"), is_dir=True)
+    elif config_name == "prepare":
+        data = _section(c, "data")
+        problems = _errors("data", DATA_MODELS.get(data.get("source"), DataCommon), data)
+        problems += _check_file("data.path", data.get("path"))
+        problems += _check_file("data.mirror", data.get("mirror"), is_dir=True)
+    else:
+        problems = []
+    if problems:
+        raise ConfigError(problems)

@@ -1,0 +1,1 @@
+"""Data: sources, the processed format, preparation, transforms and the DataModule."""

@@ -1,0 +1,142 @@
+"""The LightningDataModule over a processed dataset, with two loading paths.
+
+memory:  every split lives as one tensor on the training device; batches are slices of a seeded
+         per-epoch permutation, with no per-sample Python and no host-device copies.
+workers: a torch DataLoader over the memory-mapped arrays, for per-sample augmentation
+         (albumentations) or data that does not fit on the device.
+Samples stay in their stored dtype (uint8 for images); the task module normalises them on device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import lightning.pytorch as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from medpipe.data.processed import DatasetMeta, Split, read_meta, read_split
+
+
+class ArrayDataset(Dataset):
+    """Samples of one split, optionally transformed (training augmentation)."""
+
+    def __init__(self, split: Split, transform: Callable[[np.ndarray], np.ndarray] | None = None):
+        self.x, self.y, self.transform = split.x, split.y, transform
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = np.asarray(self.x[i])
+        if self.transform is not None:
+            x = self.transform(x)
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.as_tensor(self.y[i])
+
+
+class DeviceBatches:
+    """Batches sliced from tensors already on the device; reshuffled each epoch from the seed.
+
+    Under DDP each rank takes every world_size-th index of the same permutation (padded so every
+    rank gets the same number of batches), like DistributedSampler.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int,
+                 epoch_fn: Callable[[], int] = lambda: 0, rank: int = 0, world_size: int = 1,
+                 drop_last: bool = False):
+        self.x, self.y = x, y
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.epoch_fn, self.rank, self.world_size, self.drop_last = epoch_fn, rank, world_size, drop_last
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.x)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + 1_000_003 * int(self.epoch_fn()))
+            idx = torch.randperm(n, generator=g)
+        else:
+            idx = torch.arange(n)
+        if self.world_size > 1:
+            per_rank = math.ceil(n / self.world_size)
+            idx = torch.cat([idx, idx[: per_rank * self.world_size - n]])[self.rank :: self.world_size]
+        return idx.to(self.x.device)
+
+    def __len__(self) -> int:
+        n = math.ceil(len(self.x) / self.world_size)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        idx = self._indices()
+        for b in range(len(self)):
+            j = idx[b * self.batch_size : (b + 1) * self.batch_size]
+            yield self.x.index_select(0, j), self.y.index_select(0, j)
+
+
+class MedDataModule(L.LightningDataModule):
+    def __init__(self, folder: str | Path, batch_size: int = 128, loader: str = "memory",
+                 num_workers: int = 0, pin_memory: bool = False, seed: int = 0,
+                 train_transform: Callable[[np.ndarray], np.ndarray] | None = None,
+                 eval_batch_size: int | None = None):
+        super().__init__()
+        self.folder = Path(folder)
+        self.meta: DatasetMeta = read_meta(self.folder)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.loader = loader
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.seed = seed
+        self.train_transform = train_transform
+        self.splits: dict[str, Split] = {}
+        self._device_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
+                  "predict": ("test",)}.get(stage or "", ("train", "val", "test"))
+        for split in wanted:
+            if split not in self.splits:
+                self.splits[split] = read_split(self.folder, split, mmap=self.loader == "workers")
+            if self.loader == "memory" and split not in self._device_splits:
+                s = self.splits[split]
+                device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+                self._device_splits[split] = (torch.from_numpy(np.ascontiguousarray(s.x)).to(device),
+                                              torch.from_numpy(np.ascontiguousarray(s.y)).to(device))
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _rank_world(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def _loader(self, split: str, train: bool):
+        batch = self.batch_size if train else self.eval_batch_size
+        if self.loader == "memory":
+            x, y = self._device_splits[split]
+            rank, world = self._rank_world()
+            return DeviceBatches(x, y, batch, shuffle=train, seed=self.seed, epoch_fn=self._epoch,
+                                 rank=rank, world_size=world)
+        ds = ArrayDataset(self.splits[split], self.train_transform if train else None)
+        return DataLoader(
+            ds, batch_size=batch, shuffle=train, num_workers=self.num_workers,
+            pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed) if train else None,
+        )
+
+    def train_dataloader(self):
+        return self._loader("train", train=True)
+
+    def val_dataloader(self):
+        return self._loader("val", train=False)
+
+    def test_dataloader(self):
+        return self._loader("test", train=False)
+
+    def split_arrays(self, split: str) -> Split:
+        """The raw arrays of a split (for reports and input examples)."""
+        if split not in self.splits:
+            self.splits[split] = read_split(self.folder, split, mmap=True)
+        return self.splits[split]

@@ -1,0 +1,158 @@
+"""medpipe's one processed format, which every source writes and training reads.
+
+A processed dataset is a folder holding, per split (train, val, test), `<split>_x.npy` (samples,
+channels first: image (N,C,H,W), volume (N,C,D,H,W), signal (N,C,T), frames (N,T,C,H,W)),
+`<split>_y.npy` (int64 class indices (N,), float32 multi-hot (N,K) or float32 targets) and, for
+padded sequences, `<split>_lengths.npy`; plus `meta.json` with the task, class names, sample kind,
+per-channel intensity statistics of the training split and the hashes that tie it to its source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medpipe.errors import DataError
+
+SPLITS = ("train", "val", "test")
+TASKS = ("binary", "multiclass", "multilabel", "regression")
+KINDS = ("image", "volume", "signal", "frames")
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Split:
+    x: np.ndarray
+    y: np.ndarray
+    lengths: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass
+class DatasetMeta:
+    name: str
+    task: str
+    kind: str
+    classes: list[str]
+    channels: int
+    sample_shape: list[int]          # one sample, channels first
+    sizes: dict[str, int]
+    class_counts: dict[str, list[int]]
+    mean: list[float]                # per channel, of train x scaled by `scale`
+    std: list[float]
+    scale: float                     # x / scale maps the stored dtype to [0, 1] (255 for uint8)
+    fingerprint: str                 # hash of the source and the options that made this folder
+    content_sha256: str = ""         # hash of the array files
+    source: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def num_outputs(self) -> int:
+        """Size of a network's output for this task (2 logits for binary cross-entropy)."""
+        return 1 if self.task == "regression" else len(self.classes)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DatasetMeta:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(obj: Any) -> str:
+    """A stable hash of a JSON-serialisable description (source options, file hashes)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def channel_stats(x: np.ndarray, scale: float) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of x / scale, over every axis except the channel axis (1)."""
+    axes = tuple(i for i in range(x.ndim) if i != 1)
+    xs = x.astype(np.float64) / scale
+    mean = xs.mean(axis=axes)
+    std = xs.std(axis=axes)
+    std = np.where(std > 0, std, 1.0)
+    return [float(v) for v in mean], [float(v) for v in std]
+
+
+def class_counts(y: np.ndarray, task: str, n_classes: int) -> list[int]:
+    if task in ("binary", "multiclass"):
+        return [int(c) for c in np.bincount(y.astype(np.int64), minlength=n_classes)]
+    if task == "multilabel":
+        return [int(c) for c in y.sum(axis=0)]
+    return []
+
+
+def write_processed(out_dir: str | os.PathLike, splits: dict[str, Split], meta: DatasetMeta) -> Path:
+    """Write a processed dataset atomically: a temporary folder renamed into place.
+
+    A concurrent writer that finishes first wins; the loser's copy is discarded (same content).
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        h = hashlib.sha256()
+        for split in SPLITS:
+            s = splits[split]
+            arrays = {"x": s.x, "y": s.y}
+            if s.lengths is not None:
+                arrays["lengths"] = s.lengths
+            for key, arr in arrays.items():
+                path = tmp / f"{split}_{key}.npy"
+                np.save(path, np.ascontiguousarray(arr), allow_pickle=False)
+                h.update(path.name.encode())
+                h.update(sha256_file(path).encode())
+        meta.content_sha256 = h.hexdigest()
+        (tmp / "meta.json").write_text(meta.to_json())
+        if out.exists():
+            shutil.rmtree(out)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            if not (out / "meta.json").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def read_meta(folder: str | os.PathLike) -> DatasetMeta:
+    path = Path(folder) / "meta.json"
+    try:
+        return DatasetMeta.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no processed dataset here (run python -m medpipe.prepare)") from None
+    except (json.JSONDecodeError, TypeError) as err:
+        raise DataError(f"{path}: unreadable dataset metadata ({err})") from None
+
+
+def read_split(folder: str | os.PathLike, split: str, mmap: bool = True) -> Split:
+    folder = Path(folder)
+    mode = "r" if mmap else None
+    try:
+        x = np.load(folder / f"{split}_x.npy", mmap_mode=mode, allow_pickle=False)
+        y = np.load(folder / f"{split}_y.npy", allow_pickle=False)
+    except (FileNotFoundError, ValueError) as err:
+        raise DataError(f"{folder}: processed split '{split}' is missing or corrupt ({err})") from None
+    lengths_path = folder / f"{split}_lengths.npy"
+    lengths = np.load(lengths_path, allow_pickle=False) if lengths_path.exists() else None
+    return Split(x, y, lengths)

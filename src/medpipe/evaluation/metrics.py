@@ -1,0 +1,108 @@
+"""Classification metrics with torchmetrics, `average` always explicit.
+
+Keys (prefixed `{split}/`): acc (micro accuracy), balanced_acc (mean per-class recall), precision,
+recall (sensitivity), specificity, f1, f1_macro, f1_<class> (per class) and auroc. For binary tasks
+precision, recall, specificity and f1 are those of the positive class (the clinical convention);
+for multiclass and multilabel tasks they are macro averages over classes.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryF1Score,
+    BinaryPrecision,
+    BinaryRecall,
+    BinarySpecificity,
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+    MulticlassSpecificity,
+    MultilabelAccuracy,
+    MultilabelAUROC,
+    MultilabelF1Score,
+    MultilabelPrecision,
+    MultilabelRecall,
+    MultilabelSpecificity,
+)
+
+
+def class_key(name: str) -> str:
+    """A class name as a metric-key fragment: lower case, [a-z0-9_] only."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "class"
+
+
+class ClassificationMetrics(nn.Module):
+    """All metrics of one split. update() takes probabilities: (N,) positive-class probability for
+    binary tasks, (N, C) class probabilities for multiclass, (N, K) label probabilities for multilabel."""
+
+    def __init__(self, task: str, classes: list[str]):
+        super().__init__()
+        self.task, self.classes = task, list(classes)
+        k = len(classes)
+        if task == "binary":
+            self.main = MetricCollection({
+                "acc": BinaryAccuracy(), "precision": BinaryPrecision(), "recall": BinaryRecall(),
+                "specificity": BinarySpecificity(), "f1": BinaryF1Score(), "auroc": BinaryAUROC(),
+            })
+            self.per_class = MetricCollection({
+                "balanced_acc": MulticlassAccuracy(2, average="macro"),
+                "f1_macro": MulticlassF1Score(2, average="macro"),
+                "f1_class": MulticlassF1Score(2, average=None),
+            })
+        elif task == "multiclass":
+            self.main = MetricCollection({
+                "acc": MulticlassAccuracy(k, average="micro"),
+                "balanced_acc": MulticlassAccuracy(k, average="macro"),
+                "precision": MulticlassPrecision(k, average="macro"),
+                "recall": MulticlassRecall(k, average="macro"),
+                "specificity": MulticlassSpecificity(k, average="macro"),
+                "f1": MulticlassF1Score(k, average="macro"),
+                "f1_macro": MulticlassF1Score(k, average="macro"),
+                "f1_class": MulticlassF1Score(k, average=None),
+                "auroc": MulticlassAUROC(k, average="macro"),
+            })
+            self.per_class = None
+        elif task == "multilabel":
+            self.main = MetricCollection({
+                "acc": MultilabelAccuracy(k, average="micro"),
+                "precision": MultilabelPrecision(k, average="macro"),
+                "recall": MultilabelRecall(k, average="macro"),
+                "specificity": MultilabelSpecificity(k, average="macro"),
+                "f1": MultilabelF1Score(k, average="macro"),
+                "f1_macro": MultilabelF1Score(k, average="macro"),
+                "f1_class": MultilabelF1Score(k, average=None),
+                "auroc": MultilabelAUROC(k, average="macro"),
+            })
+            self.per_class = None
+        else:
+            raise ValueError(f"unknown classification task '{task}'")
+
+    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        self.main.update(probs, target)
+        if self.per_class is not None:
+            self.per_class.update(torch.stack([1 - probs, probs], dim=1), target)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        values = dict(self.main.compute())
+        if self.per_class is not None:
+            values.update(self.per_class.compute())
+        if self.task == "multilabel":
+            values["balanced_acc"] = (values["recall"] + values["specificity"]) / 2
+        per_class = values.pop("f1_class")
+        for name, v in zip(self.classes, per_class, strict=True):
+            values[f"f1_{class_key(name)}"] = v
+        return values
+
+    def reset(self) -> None:
+        self.main.reset()
+        if self.per_class is not None:
+            self.per_class.reset()

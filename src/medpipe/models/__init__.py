@@ -1,0 +1,1 @@
+"""Networks (plain nn.Modules) and the Lightning task modules that train them."""

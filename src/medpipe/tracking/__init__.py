@@ -1,0 +1,1 @@
+"""Experiment tracking: MLflow runs, provenance tags and artifacts."""
