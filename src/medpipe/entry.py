@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from medpipe.errors import MedpipeError
+from medpipe.errors import ConfigError, MedpipeError
 from medpipe.paths import conf_dir, export_root
 
 
@@ -17,6 +18,27 @@ def report_and_exit(err: MedpipeError, code: int = 2) -> None:
     for line in err.lines():
         print(f"medpipe: error: {line}", file=sys.stderr)
     sys.exit(code)
+
+
+def check_group_choices(folder: Path, argv: list[str]) -> list[str]:
+    """One line per `group=option` override naming a config file that does not exist.
+
+    Hydra reports these itself, but over several lines with its search path; this says it in one.
+    """
+    problems = []
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.lstrip("+~").split("=", 1)
+        group = folder / key.replace(".", "/")
+        if key.startswith("hydra") or not group.is_dir() or "(" in value or not value:
+            continue
+        options = sorted(p.stem for p in group.glob("*.yaml"))
+        for choice in value.split(","):
+            if choice and choice != "null" and choice not in options:
+                problems.append(f"{key}={choice}: no such option in {group}; choose one of "
+                                f"{', '.join(options)}")
+    return problems
 
 
 def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
@@ -46,6 +68,8 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
                     file=sys.stderr,
                 )
                 sys.exit(2)
+            if problems := check_group_choices(folder, sys.argv[1:]):
+                report_and_exit(ConfigError(problems))
             app = hydra.main(config_path=str(folder), config_name=config_name, version_base="1.3")
             return app(task)()
 

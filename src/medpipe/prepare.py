@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from medpipe.entry import hydra_entry
 
 
 @hydra_entry("prepare")
 def main(cfg: DictConfig) -> str:
-    from medpipe.data.prepare import prepare_dataset
+    from medpipe.data.prepare import prepare_from_config
     from medpipe.data.processed import read_meta
 
-    c = OmegaConf.to_container(cfg, resolve=True)
-    folder = prepare_dataset(c["data"], c["paths"]["processed_dir"], c["paths"]["raw_dir"],
-                             out=c.get("out"), force=bool(c.get("force")))
+    folder = prepare_from_config(cfg)
     meta = read_meta(folder)
     sizes = ", ".join(f"{k} {v}" for k, v in meta.sizes.items())
     print(f"{meta.name}: {meta.kind} {meta.sample_shape}, {meta.task} ({', '.join(meta.classes)}); {sizes}")

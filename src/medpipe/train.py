@@ -12,6 +12,9 @@ from medpipe.entry import hydra_entry
 
 @hydra_entry("train")
 def main(cfg: DictConfig) -> float | None:
+    from medpipe.data.prepare import prepare_from_config
+
+    prepare_from_config(cfg)  # numpy only: a bad data file fails before torch is imported
     from medpipe.pipeline import train
 
     return train(cfg)

@@ -31,10 +31,10 @@ class ArrayDataset(Dataset):
         return len(self.x)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = np.asarray(self.x[i])
+        x = np.array(self.x[i])  # a copy: the memory-mapped source is read-only
         if self.transform is not None:
-            x = self.transform(x)
-        return torch.from_numpy(np.ascontiguousarray(x)), torch.as_tensor(self.y[i])
+            x = np.ascontiguousarray(self.transform(x))
+        return torch.from_numpy(x), torch.as_tensor(self.y[i])
 
 
 class DeviceBatches:

@@ -68,3 +68,12 @@ def prepare_dataset(data_cfg: dict[str, Any], processed_dir: str, raw_dir: str,
                 f"train has {x0.shape[1:]}"
             )
     return write_processed(folder, data.splits, meta)
+
+
+def prepare_from_config(cfg: Any) -> Path:
+    """prepare_dataset for a composed train/prepare config (DictConfig or dict); numpy only."""
+    from omegaconf import DictConfig, OmegaConf
+
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    return prepare_dataset(c["data"], c["paths"]["processed_dir"], c["paths"]["raw_dir"],
+                           out=c.get("out"), force=bool(c.get("force")))

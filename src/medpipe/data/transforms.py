@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,14 +28,19 @@ def build_albumentations(ops: Sequence[dict[str, Any]], seed: int) -> Callable[[
 
     transforms = []
     for i, op in enumerate(ops):
+        where = f"augmentation.train[{i}] ({op.get('_target_')})"
         try:
-            transforms.append(instantiate(op, _convert_="all"))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                transforms.append(instantiate(op, _convert_="all"))
         except Exception as err:  # noqa: BLE001 - any failure here is a config problem
             cause = err.__cause__ or err
             first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-            raise ConfigError(
-                f"augmentation.train[{i}] ({op.get('_target_')}): {first}"
-            ) from None
+            raise ConfigError(f"{where}: {first}") from None
+        # albumentations only warns about unknown arguments; a typo must not silently do nothing.
+        for w in caught:
+            if "not valid for transform" in str(w.message):
+                raise ConfigError(f"{where}: {w.message}")
     compose = A.Compose(transforms, seed=seed)
 
     def apply(image_chw: np.ndarray) -> np.ndarray:

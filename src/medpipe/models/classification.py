@@ -75,6 +75,9 @@ class ClassificationTask(L.LightningModule):
             return logits.softmax(1)
         return torch.sigmoid(logits)
 
+    def _metric_target(self, y: torch.Tensor) -> torch.Tensor:
+        return y.long() if self.task == "multilabel" else y  # multi-hot targets are stored as float
+
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         w = self.class_weight if self.class_weight.numel() else None
         if self.task == "multilabel":
@@ -89,7 +92,7 @@ class ClassificationTask(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = self.loss(logits, y)
-        self.train_acc.update(self.probabilities(logits.detach()), y)
+        self.train_acc.update(self.probabilities(logits.detach()), self._metric_target(y))
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(x))
         return loss
@@ -100,7 +103,7 @@ class ClassificationTask(L.LightningModule):
         self.log(f"{split}/loss", self.loss(logits, y), on_step=False, on_epoch=True,
                  prog_bar=split == "val", batch_size=len(x))
         probs = self.probabilities(logits)
-        metrics.update(probs, y)
+        metrics.update(probs, self._metric_target(y))
         return probs
 
     def _log_metrics(self, split: str, metrics: ClassificationMetrics) -> None:

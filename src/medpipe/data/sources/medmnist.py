@@ -123,6 +123,8 @@ class MedMNISTSource(Source):
 
 def read_medmnist_npz(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Read and check the six arrays of a MedMNIST npz; every problem names the file and key."""
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not an .npz archive (no zip structure; truncated or another format?)")
     try:
         npz = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
