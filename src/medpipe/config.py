@@ -284,11 +284,16 @@ def _validate_train(c: dict[str, Any]) -> list[str]:
         problems.append(f"data.loader: 'memory' cannot apply per-sample augmentation "
                         f"'{aug.get('name')}'; use data.loader=workers (or auto), or augmentation=none")
 
-    monitor = c.get("monitor")
     allowed = [f"{s}/{m}" for s in ("val", "train") for m in CLASSIFICATION_METRICS]
-    if isinstance(monitor, str) and monitor not in allowed and not monitor.startswith("val/f1_"):
-        problems.append(f"monitor: unknown metric '{monitor}'; use one of {', '.join(allowed[:9])} "
-                        "(or val/f1_<class>)")
+    monitors = {"monitor": c.get("monitor")}
+    for name, cb in (c.get("callbacks") or {}).items():
+        if isinstance(cb, dict) and "monitor" in cb and cb["monitor"] != c.get("monitor"):
+            monitors[f"callbacks.{name}.monitor"] = cb["monitor"]
+    for key, monitor in monitors.items():
+        if isinstance(monitor, str) and monitor not in allowed and not monitor.startswith("val/f1_"):
+            problems.append(f"{key}: unknown metric '{monitor}'; use one of {', '.join(allowed[:9])} "
+                            "(or val/f1_<class>)")
+    monitor = c.get("monitor")
     if isinstance(monitor, str) and monitor.endswith("/loss") and c.get("monitor_mode") == "max":
         problems.append(f"monitor_mode: 'max' with monitor '{monitor}'; a loss is minimised, use min")
     return problems

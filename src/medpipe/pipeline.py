@@ -23,7 +23,7 @@ from medpipe.data.datamodule import MedDataModule
 from medpipe.data.prepare import prepare_dataset
 from medpipe.data.processed import DatasetMeta
 from medpipe.data.transforms import build_albumentations
-from medpipe.errors import DataError
+from medpipe.errors import ConfigError, DataError
 from medpipe.evaluation.report import write_test_report
 from medpipe.models.classification import ClassificationTask, InferenceModel, num_outputs
 from medpipe.paths import PACKAGE_DIR, project_root
@@ -59,6 +59,13 @@ def build_datamodule(cfg: dict[str, Any], seed: int) -> MedDataModule:
 
 def build_task(cfg: dict[str, Any], meta: DatasetMeta) -> ClassificationTask:
     model = cfg["model"]
+    weights = model.get("class_weights")
+    if isinstance(weights, list) and len(weights) != len(meta.classes):
+        raise ConfigError(f"model.class_weights: {len(weights)} weights for the {len(meta.classes)} "
+                          f"classes of {meta.name} ({', '.join(meta.classes)})")
+    if model.get("loss") == "bce" and meta.task == "multiclass":
+        raise ConfigError(f"model.loss: bce needs binary or multilabel data; {meta.name} is multiclass, "
+                          "use cross_entropy")
     net = instantiate(model["net"], in_channels=meta.channels,
                       num_outputs=num_outputs(meta, model.get("loss", "cross_entropy")),
                       spatial_shape=meta.sample_shape[1:], _convert_="all")

@@ -1,0 +1,127 @@
+"""The user's path end to end: train from the CLI on real data, inspect the MLflow run through
+MlflowClient, reload the logged model, and re-evaluate the checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import PNEUMONIA_NPZ, needs_shared_data, run_cli
+
+from medpipe.data.processed import sha256_file
+
+pytestmark = needs_shared_data
+
+
+def _client(root: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{root / 'logs' / 'mlflow' / 'mlflow.db'}")
+
+
+def _runs(root: Path):
+    client = _client(root)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(exps) if exps else []
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    out = run_cli("train", "experiment=pneumonia_cnn", f"data.path={PNEUMONIA_NPZ}", f"paths.root_dir={root}",
+                  "trainer.max_epochs=2", "trainer.limit_train_batches=6", "callbacks.progress_bar=plain",
+                  "experiment_name=e2e", "+tags.purpose=test")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    runs = _runs(root)
+    assert len(runs) == 1
+    return root, runs[0], out
+
+
+def test_train_prints_test_metrics_and_one_line_per_epoch(trained):
+    _, _, out = trained
+    assert "test metrics (best checkpoint, pneumoniamnist, cnn):" in out.stdout
+    assert "test/auroc" in out.stdout
+    assert out.stdout.count("epoch 1/2 |") == 1 and out.stdout.count("epoch 2/2 |") == 1
+
+
+def test_run_is_finished_with_metrics_params_and_tags(trained):
+    root, run, _ = trained
+    assert run.info.status == "FINISHED"
+    metrics = set(run.data.metrics)
+    for split in ("val", "test"):
+        for m in ("loss", "acc", "balanced_acc", "precision", "recall", "specificity", "f1", "f1_macro",
+                  "auroc", "f1_normal", "f1_pneumonia"):
+            assert f"{split}/{m}" in metrics, f"{split}/{m}"
+    assert {"train/loss", "train/acc"} <= metrics
+    history = _client(root).get_metric_history(run.info.run_id, "val/auroc")
+    assert [m.step for m in history] == [0, 1], "metrics are stepped by epoch"
+    params = run.data.params
+    assert params["optimizer.lr"] == "0.001" and params["model.name"] == "cnn"
+    assert params["trainer.max_epochs"] == "2" and params["data.path"] == str(PNEUMONIA_NPZ)
+    tags = run.data.tags
+    assert tags["data.sha256"] == sha256_file(PNEUMONIA_NPZ)
+    assert len(tags["git.commit"]) == 40 and tags["git.dirty"] in ("true", "false")
+    assert "trainer.max_epochs=2" in tags["hydra.overrides"] and "experiment=pneumonia_cnn" in tags["hydra.overrides"]
+    assert tags["purpose"] == "test" and tags["mlflow.runName"] == "cnn-pneumoniamnist"
+
+
+def test_run_has_the_artifacts(trained):
+    root, run, _ = trained
+    client = _client(root)
+
+    def walk(path=None):
+        for a in client.list_artifacts(run.info.run_id, path):
+            yield from walk(a.path) if a.is_dir else [a.path]
+
+    files = set(walk())
+    assert {"config/config.yaml", "config/overrides.yaml", "plots/confusion_matrix.png", "plots/roc.png",
+            "reports/per_class_report.json", "reports/per_class_report.txt", "checkpoints/best.ckpt",
+            "metrics.json", "history.csv"} <= files
+    local = Path(client.download_artifacts(run.info.run_id, "plots/roc.png"))
+    assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads(Path(client.download_artifacts(run.info.run_id, "reports/per_class_report.json")).read_text())
+    assert report["classes"]["normal"]["support"] == 234 and report["classes"]["pneumonia"]["support"] == 390
+
+
+def test_logged_model_loads_and_predicts_probabilities(trained):
+    import mlflow
+
+    root, run, _ = trained
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'logs' / 'mlflow' / 'mlflow.db'}")
+    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    assert len(models) == 1 and models[0].source_run_id == run.info.run_id
+    model = mlflow.pytorch.load_model(models[0].model_uri)
+    import torch
+
+    x = torch.from_numpy(np.load(PNEUMONIA_NPZ)["test_images"][:8, None].astype(np.float32))
+    with torch.no_grad():
+        probs = model(x)
+    assert probs.shape == (8, 2)
+    torch.testing.assert_close(probs.sum(1), torch.ones(8))
+
+
+def test_evaluate_reproduces_the_test_metrics_of_training(trained, tmp_path):
+    root, run, _ = trained
+    ckpt = next((root / "logs" / "runs").rglob("best.ckpt"))
+    out = run_cli("evaluate", f"ckpt_path={ckpt}", f"paths.root_dir={root}", f"output_dir={tmp_path}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    evaluated = json.loads((tmp_path / "metrics.json").read_text())
+    logged = {k: v for k, v in run.data.metrics.items() if k.startswith("test/")}
+    assert set(evaluated) == set(logged)
+    for k, v in logged.items():
+        assert abs(evaluated[k] - v) <= 1e-6, (k, evaluated[k], v)
+    assert (tmp_path / "plots" / "confusion_matrix.png").exists() and (tmp_path / "plots" / "roc.png").exists()
+    trained_metrics = json.loads(next((root / "logs" / "runs").rglob("metrics.json")).read_text())
+    assert abs(trained_metrics["test/auroc"] - evaluated["test/auroc"]) <= 1e-6
+
+
+def test_history_and_metrics_files_for_dvc(trained):
+    root, _, _ = trained
+    run_dir = next((root / "logs" / "runs").rglob("history.csv")).parent
+    lines = (run_dir / "history.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,") and "val/auroc" in lines[0] and len(lines) == 3
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert all(isinstance(v, float | int) for v in metrics.values())
+    assert {"test/auroc", "val/auroc", "best_epoch"} <= set(metrics)
