@@ -19,7 +19,9 @@ from medpipe.paths import conf_dir
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 PNEUMONIA_NPZ = SHARED_DATA / "medmnist" / "pneumoniamnist" / "pneumoniamnist_reconstructed.npz"
-needs_shared_data = pytest.mark.skipif(not PNEUMONIA_NPZ.exists(), reason=f"{SHARED_DATA} not present")
+needs_shared_data = pytest.mark.skipif(
+    not PNEUMONIA_NPZ.exists(), reason=f"{SHARED_DATA} not present"
+)
 
 # Small synthetic data: the real generator, sized for fast tests.
 SMALL_SYNTHETIC = ["data.n_train=256", "data.n_val=128", "data.n_test=128", "data.batch_size=64"]
@@ -34,8 +36,9 @@ def _isolated_tracking(monkeypatch):
 def compose_config(root: Path, overrides: list[str], config_name: str = "train") -> DictConfig:
     """Compose as `python -m medpipe.<config_name>` would, with every path under `root`."""
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        cfg = compose(config_name, overrides=[f"paths.root_dir={root}", *overrides],
-                      return_hydra_config=True)
+        cfg = compose(
+            config_name, overrides=[f"paths.root_dir={root}", *overrides], return_hydra_config=True
+        )
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(root / "out")
@@ -51,16 +54,25 @@ def make_cfg(tmp_path):
     return make
 
 
-def run_cli(module: str, *args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    module: str, *args: str, timeout: float = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run `python -m medpipe.<module> args` from the repository root, as a user would."""
     full_env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", **(env or {})}
     full_env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, "-m", f"medpipe.{module}", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, env=full_env)
+    return subprocess.run(
+        [sys.executable, "-m", f"medpipe.{module}", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
 
 
-def write_medmnist_npz(path: Path, n: int = 40, shape=(28, 28), labels="n1", n_classes: int = 2,
-                       seed: int = 0) -> Path:
+def write_medmnist_npz(
+    path: Path, n: int = 40, shape=(28, 28), labels="n1", n_classes: int = 2, seed: int = 0
+) -> Path:
     """A small MedMNIST-layout npz with learnable labels (class shifts the mean intensity)."""
     rng = np.random.default_rng(seed)
     arrays = {}
@@ -71,7 +83,9 @@ def write_medmnist_npz(path: Path, n: int = 40, shape=(28, 28), labels="n1", n_c
         else:
             y = rng.integers(0, n_classes, n).astype(np.uint8)
             level = y
-        x = np.clip(rng.normal(60 + 40 * level[:, None, None], 20, (n, *shape)), 0, 255).astype(np.uint8)
+        x = np.clip(rng.normal(60 + 40 * level[:, None, None], 20, (n, *shape)), 0, 255).astype(
+            np.uint8
+        )
         arrays[f"{split}_images"] = x
         arrays[f"{split}_labels"] = y[:, None] if labels == "n1" else y
     np.savez(path, **arrays)

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import compose_config, run_cli
 
 from medpipe.config import validate
 from medpipe.errors import ConfigError
 from medpipe.paths import conf_dir
 
-GROUPS = ["data", "augmentation", "model", "optimizer", "scheduler", "trainer", "logger",
-          "callbacks", "experiment", "debug", "paths", "hydra"]
+from conftest import compose_config, run_cli
+
+GROUPS = [
+    "data",
+    "augmentation",
+    "model",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "logger",
+    "callbacks",
+    "experiment",
+    "debug",
+    "paths",
+    "hydra",
+]
 EXTRA = {"data/medmnist": ["data.flag=bloodmnist"]}
 
 
@@ -55,12 +68,26 @@ def test_medmnist_flag_selects_volume_kind(tmp_path):
 
 
 def test_validation_reports_every_problem_with_its_key(tmp_path):
-    cfg = compose_config(tmp_path, ["optimizer.lr=-1", "trainer.max_epochs=0", "data.batch_size=0",
-                                    "data.normalize=minmax", "monitor=val/dice"])
+    cfg = compose_config(
+        tmp_path,
+        [
+            "optimizer.lr=-1",
+            "trainer.max_epochs=0",
+            "data.batch_size=0",
+            "data.normalize=minmax",
+            "monitor=val/dice",
+        ],
+    )
     with pytest.raises(ConfigError) as err:
         validate(cfg, "train")
     text = "\n".join(err.value.lines())
-    for key in ["optimizer.lr", "trainer.max_epochs", "data.batch_size", "data.normalize", "monitor"]:
+    for key in [
+        "optimizer.lr",
+        "trainer.max_epochs",
+        "data.batch_size",
+        "data.normalize",
+        "monitor",
+    ]:
         assert any(line.startswith(key) for line in err.value.lines()), (key, text)
     assert "'unit', 'zscore' or 'none'" in text
 
@@ -68,7 +95,11 @@ def test_validation_reports_every_problem_with_its_key(tmp_path):
 def test_help_lists_the_config_groups():
     out = run_cli("train", "--help", timeout=120)
     assert out.returncode == 0, out.stderr
-    for group in ["model: cnn, linear, resnet18", "trainer: cpu, ddp, default, gpu", "logger: csv, mlflow, none"]:
+    for group in [
+        "model: cnn, linear, resnet18",
+        "trainer: cpu, ddp, default, gpu",
+        "logger: csv, mlflow, none",
+    ]:
         assert group in out.stdout
 
 

@@ -10,20 +10,42 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import PNEUMONIA_NPZ, needs_shared_data, write_medmnist_npz
 
 from medpipe.data.prepare import prepare_dataset
 from medpipe.data.processed import read_meta, read_split, sha256_file
 from medpipe.data.sources.synthetic import make_lesion_images
 from medpipe.errors import DataError
 
-SYNTH = {"name": "synthetic_lesions", "source": "synthetic_lesions", "kind": "image", "seed": 0,
-         "image_size": 28, "n_train": 200, "n_val": 60, "n_test": 60, "prevalence": 0.5, "noise": 0.08}
+from conftest import PNEUMONIA_NPZ, needs_shared_data, write_medmnist_npz
+
+SYNTH = {
+    "name": "synthetic_lesions",
+    "source": "synthetic_lesions",
+    "kind": "image",
+    "seed": 0,
+    "image_size": 28,
+    "n_train": 200,
+    "n_val": 60,
+    "n_test": 60,
+    "prevalence": 0.5,
+    "noise": 0.08,
+}
 
 
 def medmnist_cfg(**kw):
-    return {"name": "pneumoniamnist", "source": "medmnist", "kind": "image", "flag": "pneumoniamnist",
-            "size": 28, "path": None, "mirror": None, "download": True, "verify_md5": True, "url": None, **kw}
+    return {
+        "name": "pneumoniamnist",
+        "source": "medmnist",
+        "kind": "image",
+        "flag": "pneumoniamnist",
+        "size": 28,
+        "path": None,
+        "mirror": None,
+        "download": True,
+        "verify_md5": True,
+        "url": None,
+        **kw,
+    }
 
 
 def test_synthetic_lesions_are_deterministic_from_the_seed(tmp_path):
@@ -43,7 +65,9 @@ def test_synthetic_lesions_defeat_a_linear_model():
     x, y = make_lesion_images(3000, 28, 0.5, 0.08, np.random.default_rng([0, 0]))
     xt, yt = make_lesion_images(1000, 28, 0.5, 0.08, np.random.default_rng([0, 2]))
     flat = lambda a: a.reshape(len(a), -1) / 255.0  # noqa: E731
-    auc = roc_auc_score(yt, LogisticRegression(C=0.1, max_iter=3000).fit(flat(x), y).predict_proba(flat(xt))[:, 1])
+    auc = roc_auc_score(
+        yt, LogisticRegression(C=0.1, max_iter=3000).fit(flat(x), y).predict_proba(flat(xt))[:, 1]
+    )
     assert auc < 0.6, f"a linear model reaches AUC {auc:.3f}: the task leaks a linear cue"
     assert 0.4 < y.mean() < 0.6
     # Mean brightness carries no label information either.
@@ -52,12 +76,16 @@ def test_synthetic_lesions_defeat_a_linear_model():
 
 @needs_shared_data
 def test_prepare_reads_the_real_pneumoniamnist_npz(tmp_path):
-    folder = prepare_dataset(medmnist_cfg(path=str(PNEUMONIA_NPZ)), tmp_path / "p", tmp_path / "raw")
+    folder = prepare_dataset(
+        medmnist_cfg(path=str(PNEUMONIA_NPZ)), tmp_path / "p", tmp_path / "raw"
+    )
     meta = read_meta(folder)
     assert meta.sizes == {"train": 4708, "val": 524, "test": 624}
     assert meta.class_counts["train"] == [1214, 3494]
     assert meta.class_counts["test"] == [234, 390]
-    assert meta.classes == ["normal", "pneumonia"] and meta.task == "binary" and meta.kind == "image"
+    assert (
+        meta.classes == ["normal", "pneumonia"] and meta.task == "binary" and meta.kind == "image"
+    )
     assert meta.sample_shape == [1, 28, 28] and meta.scale == 255.0
     assert meta.source["file_sha256"] == sha256_file(PNEUMONIA_NPZ)
     test = read_split(folder, "test")
@@ -69,8 +97,12 @@ def test_prepare_reads_the_real_pneumoniamnist_npz(tmp_path):
 def test_labels_shaped_n_or_n1_give_the_same_processed_labels(tmp_path):
     p1 = write_medmnist_npz(tmp_path / "n1.npz", labels="n1")
     p0 = write_medmnist_npz(tmp_path / "n.npz", labels="n")
-    a = read_split(prepare_dataset(medmnist_cfg(path=str(p1)), tmp_path / "a", tmp_path / "raw"), "train")
-    b = read_split(prepare_dataset(medmnist_cfg(path=str(p0)), tmp_path / "b", tmp_path / "raw"), "train")
+    a = read_split(
+        prepare_dataset(medmnist_cfg(path=str(p1)), tmp_path / "a", tmp_path / "raw"), "train"
+    )
+    b = read_split(
+        prepare_dataset(medmnist_cfg(path=str(p0)), tmp_path / "b", tmp_path / "raw"), "train"
+    )
     assert a.y.shape == b.y.shape == (40,) and a.y.dtype == np.int64
     np.testing.assert_array_equal(a.y, b.y)
 
@@ -78,8 +110,16 @@ def test_labels_shaped_n_or_n1_give_the_same_processed_labels(tmp_path):
 def test_unknown_flag_with_a_path_infers_multiclass_and_multilabel(tmp_path):
     mc = write_medmnist_npz(tmp_path / "mc.npz", n_classes=4)
     ml = write_medmnist_npz(tmp_path / "ml.npz", labels="multilabel", n_classes=3)
-    m1 = read_meta(prepare_dataset(medmnist_cfg(name="mc", flag="mine", path=str(mc)), tmp_path / "p", tmp_path / "r"))
-    m2 = read_meta(prepare_dataset(medmnist_cfg(name="ml", flag="mine", path=str(ml)), tmp_path / "p", tmp_path / "r"))
+    m1 = read_meta(
+        prepare_dataset(
+            medmnist_cfg(name="mc", flag="mine", path=str(mc)), tmp_path / "p", tmp_path / "r"
+        )
+    )
+    m2 = read_meta(
+        prepare_dataset(
+            medmnist_cfg(name="ml", flag="mine", path=str(ml)), tmp_path / "p", tmp_path / "r"
+        )
+    )
     assert (m1.task, len(m1.classes)) == ("multiclass", 4)
     assert (m2.task, len(m2.classes)) == ("multilabel", 3)
 
@@ -95,12 +135,15 @@ def test_prepare_reuses_its_output_until_the_file_changes(tmp_path):
     assert second != first and read_meta(second).content_sha256 != read_meta(first).content_sha256
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing_keys", "missing key(s) val_images, val_labels, test_images, test_labels"),
-    ("count_mismatch", "val_images has 40 images but val_labels has 39 labels"),
-    ("not_npz", "not an .npz archive"),
-    ("label_range", "test_labels holds 1 label(s) outside 0..1"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing_keys", "missing key(s) val_images, val_labels, test_images, test_labels"),
+        ("count_mismatch", "val_images has 40 images but val_labels has 39 labels"),
+        ("not_npz", "not an .npz archive"),
+        ("label_range", "test_labels holds 1 label(s) outside 0..1"),
+    ],
+)
 def test_bad_npz_files_name_the_file_and_the_problem(tmp_path, case, message):
     path = tmp_path / f"{case}.npz"
     if case == "not_npz":
@@ -126,9 +169,13 @@ def test_mirror_folder_is_md5_checked(tmp_path):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     os.symlink(PNEUMONIA_NPZ, mirror / "pneumoniamnist.npz")
-    with pytest.raises(DataError, match="differs from the official 28209eda62fecd6e6a2d98b1501bb15f"):
+    with pytest.raises(
+        DataError, match="differs from the official 28209eda62fecd6e6a2d98b1501bb15f"
+    ):
         prepare_dataset(medmnist_cfg(mirror=str(mirror)), tmp_path / "p", tmp_path / "raw")
-    folder = prepare_dataset(medmnist_cfg(mirror=str(mirror), verify_md5=False), tmp_path / "p", tmp_path / "raw")
+    folder = prepare_dataset(
+        medmnist_cfg(mirror=str(mirror), verify_md5=False), tmp_path / "p", tmp_path / "raw"
+    )
     assert read_meta(folder).sizes["test"] == 624
     with pytest.raises(DataError, match="has no pneumoniamnist_64.npz"):
         prepare_dataset(medmnist_cfg(mirror=str(mirror), size=64), tmp_path / "p", tmp_path / "raw")
@@ -152,7 +199,9 @@ def test_download_checks_the_md5_and_keeps_only_verified_files(tmp_path, http_fo
     with pytest.raises(DataError, match="downloaded file has MD5 .* expected 28209eda"):
         prepare_dataset(medmnist_cfg(url=f"{base}/pneumoniamnist.npz"), tmp_path / "p", raw)
     assert not list(raw.glob("*")), "a file that failed its checksum was left behind"
-    folder = prepare_dataset(medmnist_cfg(url=f"{base}/pneumoniamnist.npz", verify_md5=False), tmp_path / "p", raw)
+    folder = prepare_dataset(
+        medmnist_cfg(url=f"{base}/pneumoniamnist.npz", verify_md5=False), tmp_path / "p", raw
+    )
     assert (raw / "pneumoniamnist.npz").is_file() and read_meta(folder).sizes["train"] == 40
     served_md5 = hashlib.md5((served / "pneumoniamnist.npz").read_bytes()).hexdigest()
     assert hashlib.md5((raw / "pneumoniamnist.npz").read_bytes()).hexdigest() == served_md5
@@ -160,7 +209,11 @@ def test_download_checks_the_md5_and_keeps_only_verified_files(tmp_path, http_fo
 
 def test_without_network_the_error_says_how_to_give_a_local_file(tmp_path):
     with pytest.raises(DataError, match="data.path=FILE.npz or data.mirror=FOLDER"):
-        prepare_dataset(medmnist_cfg(url="http://127.0.0.1:9/pneumoniamnist.npz"), tmp_path / "p", tmp_path / "raw")
+        prepare_dataset(
+            medmnist_cfg(url="http://127.0.0.1:9/pneumoniamnist.npz"),
+            tmp_path / "p",
+            tmp_path / "raw",
+        )
 
 
 # -- DataModule ---------------------------------------------------------------------------------
@@ -193,7 +246,10 @@ def test_memory_batches_shard_disjointly_across_ranks():
     from medpipe.data.datamodule import DeviceBatches
 
     x = torch.arange(103)
-    shards = [torch.cat([b for b, _ in DeviceBatches(x, x, 10, True, 0, rank=r, world_size=4)]) for r in range(4)]
+    shards = [
+        torch.cat([b for b, _ in DeviceBatches(x, x, 10, True, 0, rank=r, world_size=4)])
+        for r in range(4)
+    ]
     assert {len(s) for s in shards} == {26}
     seen = torch.cat(shards).tolist()
     assert set(seen) == set(range(103)) and len(seen) - len(set(seen)) == 1  # padded by one repeat
@@ -227,5 +283,10 @@ def test_a_wrong_albumentations_argument_names_the_entry():
     from medpipe.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"augmentation.train\[1\] \(albumentations.Affine\)"):
-        build_albumentations([{"_target_": "albumentations.HorizontalFlip"},
-                              {"_target_": "albumentations.Affine", "rotate_degrees": 3}], seed=0)
+        build_albumentations(
+            [
+                {"_target_": "albumentations.HorizontalFlip"},
+                {"_target_": "albumentations.Affine", "rotate_degrees": 3},
+            ],
+            seed=0,
+        )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import REPO, SMALL_SYNTHETIC, run_cli, write_medmnist_npz
 
 
@@ -31,23 +32,44 @@ def _bad_files(tmp: Path) -> dict[str, Path]:
     np.savez(tmp / "nokeys.npz", **{k: v for k, v in arrays.items() if not k.startswith("test")})
     np.savez(tmp / "mismatch.npz", **{**arrays, "train_labels": arrays["train_labels"][:-2]})
     (tmp / "corrupt.npz").write_bytes(good.read_bytes()[:500])
-    return {"nokeys": tmp / "nokeys.npz", "mismatch": tmp / "mismatch.npz", "corrupt": tmp / "corrupt.npz"}
+    return {
+        "nokeys": tmp / "nokeys.npz",
+        "mismatch": tmp / "mismatch.npz",
+        "corrupt": tmp / "corrupt.npz",
+    }
 
 
 CASES = {
-    "missing file": (["data=pneumoniamnist", "data.path=/no/such/file.npz"],
-                     "data.path: file not found: /no/such/file.npz"),
-    "npz without keys": (["data=pneumoniamnist", "data.path={nokeys}"],
-                         "nokeys.npz: missing key(s) test_images, test_labels"),
-    "count mismatch": (["data=pneumoniamnist", "data.path={mismatch}"],
-                       "mismatch.npz: train_images has 40 images but train_labels has 38 labels"),
-    "truncated npz": (["data=pneumoniamnist", "data.path={corrupt}"], "corrupt.npz: not an .npz archive"),
+    "missing file": (
+        ["data=pneumoniamnist", "data.path=/no/such/file.npz"],
+        "data.path: file not found: /no/such/file.npz",
+    ),
+    "npz without keys": (
+        ["data=pneumoniamnist", "data.path={nokeys}"],
+        "nokeys.npz: missing key(s) test_images, test_labels",
+    ),
+    "count mismatch": (
+        ["data=pneumoniamnist", "data.path={mismatch}"],
+        "mismatch.npz: train_images has 40 images but train_labels has 38 labels",
+    ),
+    "truncated npz": (
+        ["data=pneumoniamnist", "data.path={corrupt}"],
+        "corrupt.npz: not an .npz archive",
+    ),
     "unknown choice": (["model=transformer"], "model=transformer: no such option in"),
-    "negative lr": (["optimizer.lr=-0.001"], "optimizer.lr: Input should be greater than 0 (got -0.001)"),
-    "wrong type": (["trainer.max_epochs=ten"], "trainer.max_epochs: Input should be a valid integer"),
+    "negative lr": (
+        ["optimizer.lr=-0.001"],
+        "optimizer.lr: Input should be greater than 0 (got -0.001)",
+    ),
+    "wrong type": (
+        ["trainer.max_epochs=ten"],
+        "trainer.max_epochs: Input should be a valid integer",
+    ),
     "unknown metric": (["monitor=val/dice"], "monitor: unknown metric 'val/dice'"),
-    "class weights": ([*SMALL_SYNTHETIC, "model.class_weights=[1,2,3]"],
-                      "model.class_weights: 3 weights for the 2 classes of synthetic_lesions"),
+    "class weights": (
+        [*SMALL_SYNTHETIC, "model.class_weights=[1,2,3]"],
+        "model.class_weights: 3 weights for the 2 classes of synthetic_lesions",
+    ),
 }
 
 
@@ -64,14 +86,21 @@ def test_bad_input_gives_one_clear_line_and_no_running_run(case, tmp_path):
     assert expected in errors[0], errors[0]
     assert "RUNNING" not in _statuses(tmp_path)
     assert not (tmp_path / "data" / "processed").exists() or not any(
-        p.name.startswith("pneumoniamnist") for p in (tmp_path / "data" / "processed").iterdir())
+        p.name.startswith("pneumoniamnist") for p in (tmp_path / "data" / "processed").iterdir()
+    )
 
 
 def test_config_error_arrives_before_torch_is_imported(tmp_path):
-    probe = ("import sys, runpy; sys.argv=['medpipe.train','optimizer.lr=-1','paths.root_dir=" + str(tmp_path) + "'];\n"
-             "try:\n    runpy.run_module('medpipe.train', run_name='__main__')\n"
-             "except SystemExit as e:\n    print('torch' in sys.modules, 'mlflow' in sys.modules, e.code)")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    probe = (
+        "import sys, runpy; sys.argv=['medpipe.train','optimizer.lr=-1','paths.root_dir="
+        + str(tmp_path)
+        + "'];\n"
+        "try:\n    runpy.run_module('medpipe.train', run_name='__main__')\n"
+        "except SystemExit as e:\n    print('torch' in sys.modules, 'mlflow' in sys.modules, e.code)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert out.stdout.strip() == "False False 2", out.stdout + out.stderr
 
 
@@ -81,16 +110,32 @@ def test_evaluate_with_a_missing_checkpoint_names_it(tmp_path):
 
 
 def test_failure_during_training_marks_the_run_failed(tmp_path):
-    out = run_cli("train", *SMALL_SYNTHETIC, f"paths.root_dir={tmp_path}", "trainer.max_epochs=2",
-                  "callbacks.model_checkpoint.dirpath=/proc/medpipe-cannot-write-here", timeout=300)
+    out = run_cli(
+        "train",
+        *SMALL_SYNTHETIC,
+        f"paths.root_dir={tmp_path}",
+        "trainer.max_epochs=2",
+        "callbacks.model_checkpoint.dirpath=/proc/medpipe-cannot-write-here",
+        timeout=300,
+    )
     assert out.returncode != 0
     assert _statuses(tmp_path) == ["FAILED"]
 
 
 def test_ctrl_c_during_training_leaves_no_running_run(tmp_path):
-    cmd = [sys.executable, "-m", "medpipe.train", *SMALL_SYNTHETIC, "data.n_train=2000",
-           f"paths.root_dir={tmp_path}", "trainer.max_epochs=50", "callbacks.progress_bar=plain"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "medpipe.train",
+        *SMALL_SYNTHETIC,
+        "data.n_train=2000",
+        f"paths.root_dir={tmp_path}",
+        "trainer.max_epochs=50",
+        "callbacks.progress_bar=plain",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         for line in proc.stdout:
             if line.startswith("epoch 1/50"):

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SMALL_SYNTHETIC, write_medmnist_npz
 
 from medpipe.models.nets import LinearClassifier, ResNet, SimpleCNN
 from medpipe.pipeline import train
 
+from conftest import SMALL_SYNTHETIC, write_medmnist_npz
 
-@pytest.mark.parametrize("net, x_shape", [
-    (lambda: SimpleCNN(1, 2, (28, 28)), (1, 1, 28, 28)),
-    (lambda: SimpleCNN(3, 7, (64, 64), channels=(8, 16), hidden=0), (5, 3, 64, 64)),
-    (lambda: ResNet(1, 2, (28, 28)), (1, 1, 28, 28)),
-    (lambda: ResNet(3, 9, (33, 31), stem="imagenet", depth=10), (2, 3, 33, 31)),
-    (lambda: ResNet(1, 2, (28, 28, 28), depth=10), (2, 1, 28, 28, 28)),
-    (lambda: LinearClassifier(1, 4, (28, 28)), (3, 1, 28, 28)),
-])
+
+@pytest.mark.parametrize(
+    "net, x_shape",
+    [
+        (lambda: SimpleCNN(1, 2, (28, 28)), (1, 1, 28, 28)),
+        (lambda: SimpleCNN(3, 7, (64, 64), channels=(8, 16), hidden=0), (5, 3, 64, 64)),
+        (lambda: ResNet(1, 2, (28, 28)), (1, 1, 28, 28)),
+        (lambda: ResNet(3, 9, (33, 31), stem="imagenet", depth=10), (2, 3, 33, 31)),
+        (lambda: ResNet(1, 2, (28, 28, 28), depth=10), (2, 1, 28, 28, 28)),
+        (lambda: LinearClassifier(1, 4, (28, 28)), (3, 1, 28, 28)),
+    ],
+)
 def test_net_output_shapes(net, x_shape):
     model = net().eval()
     out = model(torch.zeros(x_shape))
@@ -36,7 +40,13 @@ def test_resnet18_small_stem_keeps_28px_resolution():
 
 
 def _fdr(make_cfg, *overrides, synthetic=True):
-    cfg = make_cfg(*(SMALL_SYNTHETIC if synthetic else []), "debug=fdr", "logger=none", "callbacks.progress_bar=none", *overrides)
+    cfg = make_cfg(
+        *(SMALL_SYNTHETIC if synthetic else []),
+        "debug=fdr",
+        "logger=none",
+        "callbacks.progress_bar=none",
+        *overrides,
+    )
     return train(cfg)
 
 
@@ -46,31 +56,52 @@ def test_fast_dev_run_for_each_model(make_cfg, model, tmp_path):
     assert (tmp_path / "out" / "metrics.json").exists()
 
 
-@pytest.mark.parametrize("overrides", [
-    ["data.loader=memory"],
-    ["data.loader=workers"],
-    ["augmentation=light"],
-    ["augmentation=strong", "data.num_workers=1"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["data.loader=memory"],
+        ["data.loader=workers"],
+        ["augmentation=light"],
+        ["augmentation=strong", "data.num_workers=1"],
+    ],
+)
 def test_fast_dev_run_for_each_data_path(make_cfg, overrides, tmp_path):
     _fdr(make_cfg, *overrides)
     assert (tmp_path / "out" / "plots" / "roc.png").exists()
 
 
-@pytest.mark.parametrize("overrides", [
-    ["model.loss=bce", "model.class_weights=balanced"],
-    ["model.class_weights=[1.0,3.0]", "model.label_smoothing=0.1", "optimizer=sgd", "scheduler=cosine"],
-    ["optimizer=adamw", "scheduler=step", "data.normalize=unit"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model.loss=bce", "model.class_weights=balanced"],
+        [
+            "model.class_weights=[1.0,3.0]",
+            "model.label_smoothing=0.1",
+            "optimizer=sgd",
+            "scheduler=cosine",
+        ],
+        ["optimizer=adamw", "scheduler=step", "data.normalize=unit"],
+    ],
+)
 def test_fast_dev_run_for_losses_and_optimisers(make_cfg, overrides):
     _fdr(make_cfg, *overrides)
 
 
-@pytest.mark.parametrize("labels, n_classes, task", [("n1", 4, "multiclass"), ("multilabel", 3, "multilabel")])
-def test_multiclass_and_multilabel_data_train_and_report(make_cfg, tmp_path, labels, n_classes, task):
+@pytest.mark.parametrize(
+    "labels, n_classes, task", [("n1", 4, "multiclass"), ("multilabel", 3, "multilabel")]
+)
+def test_multiclass_and_multilabel_data_train_and_report(
+    make_cfg, tmp_path, labels, n_classes, task
+):
     path = write_medmnist_npz(tmp_path / "d.npz", labels=labels, n_classes=n_classes)
-    _fdr(make_cfg, "data=medmnist", "data.flag=custom", f"data.path={path}", "data.batch_size=16",
-         synthetic=False)
+    _fdr(
+        make_cfg,
+        "data=medmnist",
+        "data.flag=custom",
+        f"data.path={path}",
+        "data.batch_size=16",
+        synthetic=False,
+    )
     import json
 
     report = json.loads((tmp_path / "out" / "per_class_report.json").read_text())

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PNEUMONIA_NPZ, needs_shared_data, run_cli
 
 from medpipe.data.processed import sha256_file
+
+from conftest import PNEUMONIA_NPZ, needs_shared_data, run_cli
 
 pytestmark = needs_shared_data
 
@@ -30,9 +31,17 @@ def _runs(root: Path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    out = run_cli("train", "experiment=pneumonia_cnn", f"data.path={PNEUMONIA_NPZ}", f"paths.root_dir={root}",
-                  "trainer.max_epochs=2", "trainer.limit_train_batches=6", "callbacks.progress_bar=plain",
-                  "experiment_name=e2e", "+tags.purpose=test")
+    out = run_cli(
+        "train",
+        "experiment=pneumonia_cnn",
+        f"data.path={PNEUMONIA_NPZ}",
+        f"paths.root_dir={root}",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=6",
+        "callbacks.progress_bar=plain",
+        "experiment_name=e2e",
+        "+tags.purpose=test",
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     runs = _runs(root)
     assert len(runs) == 1
@@ -51,8 +60,19 @@ def test_run_is_finished_with_metrics_params_and_tags(trained):
     assert run.info.status == "FINISHED"
     metrics = set(run.data.metrics)
     for split in ("val", "test"):
-        for m in ("loss", "acc", "balanced_acc", "precision", "recall", "specificity", "f1", "f1_macro",
-                  "auroc", "f1_normal", "f1_pneumonia"):
+        for m in (
+            "loss",
+            "acc",
+            "balanced_acc",
+            "precision",
+            "recall",
+            "specificity",
+            "f1",
+            "f1_macro",
+            "auroc",
+            "f1_normal",
+            "f1_pneumonia",
+        ):
             assert f"{split}/{m}" in metrics, f"{split}/{m}"
     assert {"train/loss", "train/acc"} <= metrics
     history = _client(root).get_metric_history(run.info.run_id, "val/auroc")
@@ -63,7 +83,10 @@ def test_run_is_finished_with_metrics_params_and_tags(trained):
     tags = run.data.tags
     assert tags["data.sha256"] == sha256_file(PNEUMONIA_NPZ)
     assert len(tags["git.commit"]) == 40 and tags["git.dirty"] in ("true", "false")
-    assert "trainer.max_epochs=2" in tags["hydra.overrides"] and "experiment=pneumonia_cnn" in tags["hydra.overrides"]
+    assert (
+        "trainer.max_epochs=2" in tags["hydra.overrides"]
+        and "experiment=pneumonia_cnn" in tags["hydra.overrides"]
+    )
     assert tags["purpose"] == "test" and tags["mlflow.runName"] == "cnn-pneumoniamnist"
 
 
@@ -76,13 +99,28 @@ def test_run_has_the_artifacts(trained):
             yield from walk(a.path) if a.is_dir else [a.path]
 
     files = set(walk())
-    assert {"config/config.yaml", "config/overrides.yaml", "plots/confusion_matrix.png", "plots/roc.png",
-            "reports/per_class_report.json", "reports/per_class_report.txt", "checkpoints/best.ckpt",
-            "metrics.json", "history.csv"} <= files
+    assert {
+        "config/config.yaml",
+        "config/overrides.yaml",
+        "plots/confusion_matrix.png",
+        "plots/roc.png",
+        "reports/per_class_report.json",
+        "reports/per_class_report.txt",
+        "checkpoints/best.ckpt",
+        "metrics.json",
+        "history.csv",
+    } <= files
     local = Path(client.download_artifacts(run.info.run_id, "plots/roc.png"))
     assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    report = json.loads(Path(client.download_artifacts(run.info.run_id, "reports/per_class_report.json")).read_text())
-    assert report["classes"]["normal"]["support"] == 234 and report["classes"]["pneumonia"]["support"] == 390
+    report = json.loads(
+        Path(
+            client.download_artifacts(run.info.run_id, "reports/per_class_report.json")
+        ).read_text()
+    )
+    assert (
+        report["classes"]["normal"]["support"] == 234
+        and report["classes"]["pneumonia"]["support"] == 390
+    )
 
 
 def test_logged_model_loads_and_predicts_probabilities(trained):
@@ -90,7 +128,9 @@ def test_logged_model_loads_and_predicts_probabilities(trained):
 
     root, run, _ = trained
     mlflow.set_tracking_uri(f"sqlite:///{root / 'logs' / 'mlflow' / 'mlflow.db'}")
-    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], output_format="list"
+    )
     assert len(models) == 1 and models[0].source_run_id == run.info.run_id
     model = mlflow.pytorch.load_model(models[0].model_uri)
     import torch
@@ -105,14 +145,18 @@ def test_logged_model_loads_and_predicts_probabilities(trained):
 def test_evaluate_reproduces_the_test_metrics_of_training(trained, tmp_path):
     root, run, _ = trained
     ckpt = next((root / "logs" / "runs").rglob("best.ckpt"))
-    out = run_cli("evaluate", f"ckpt_path={ckpt}", f"paths.root_dir={root}", f"output_dir={tmp_path}")
+    out = run_cli(
+        "evaluate", f"ckpt_path={ckpt}", f"paths.root_dir={root}", f"output_dir={tmp_path}"
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     evaluated = json.loads((tmp_path / "metrics.json").read_text())
     logged = {k: v for k, v in run.data.metrics.items() if k.startswith("test/")}
     assert set(evaluated) == set(logged)
     for k, v in logged.items():
         assert abs(evaluated[k] - v) <= 1e-6, (k, evaluated[k], v)
-    assert (tmp_path / "plots" / "confusion_matrix.png").exists() and (tmp_path / "plots" / "roc.png").exists()
+    assert (tmp_path / "plots" / "confusion_matrix.png").exists() and (
+        tmp_path / "plots" / "roc.png"
+    ).exists()
     trained_metrics = json.loads(next((root / "logs" / "runs").rglob("metrics.json")).read_text())
     assert abs(trained_metrics["test/auroc"] - evaluated["test/auroc"]) <= 1e-6
 

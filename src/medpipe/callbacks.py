@@ -16,7 +16,9 @@ from lightning.pytorch.utilities import rank_zero_only
 SHOWN = ("train/loss", "val/loss", "val/auroc", "val/acc", "val/f1", "val/mae")
 
 
-def _scalars(trainer: L.Trainer, prefixes: tuple[str, ...] = ("train/", "val/")) -> dict[str, float]:
+def _scalars(
+    trainer: L.Trainer, prefixes: tuple[str, ...] = ("train/", "val/")
+) -> dict[str, float]:
     out = {}
     for k, v in trainer.callback_metrics.items():
         if k.startswith(prefixes) and getattr(v, "numel", lambda: 1)() == 1:

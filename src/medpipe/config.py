@@ -66,10 +66,14 @@ class MedMNISTData(DataCommon):
 
         info = CATALOG.get(self.flag)
         if info is None and not self.path:
-            raise ValueError(f"flag: unknown MedMNIST flag '{self.flag}'; known: {', '.join(sorted(CATALOG))} "
-                             "(or give data.path to a MedMNIST-format npz)")
+            raise ValueError(
+                f"flag: unknown MedMNIST flag '{self.flag}'; known: {', '.join(sorted(CATALOG))} "
+                "(or give data.path to a MedMNIST-format npz)"
+            )
         if info is not None and self.size not in info.md5:
-            raise ValueError(f"size: {self.flag} comes in sizes {sorted(info.md5)}, not {self.size}")
+            raise ValueError(
+                f"size: {self.flag} comes in sizes {sorted(info.md5)}, not {self.size}"
+            )
         if info is not None and info.kind != self.kind:
             raise ValueError(f"kind: {self.flag} is {info.kind} data, not {self.kind}")
         return self
@@ -111,7 +115,11 @@ class ModelCfg(_Open):
     accepts: Annotated[list[Literal["image", "volume", "signal", "frames"]], Field(min_length=1)]
     net: dict[str, Any]
     loss: Literal["cross_entropy", "bce"] = "cross_entropy"
-    class_weights: Literal["balanced"] | Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] | None = None
+    class_weights: (
+        Literal["balanced"]
+        | Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)]
+        | None
+    ) = None
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
 
@@ -139,8 +147,22 @@ class TrainerCfg(_Open):
     devices: PosInt | Literal["auto", -1] | list[NonNegInt] | str
     strategy: str = "auto"
     num_nodes: PosInt = 1
-    precision: Literal["64", "64-true", "32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed",
-                       "16-true", "bf16-true", "transformer-engine", 64, 32, 16]
+    precision: Literal[
+        "64",
+        "64-true",
+        "32",
+        "32-true",
+        "16",
+        "16-mixed",
+        "bf16",
+        "bf16-mixed",
+        "16-true",
+        "bf16-true",
+        "transformer-engine",
+        64,
+        32,
+        16,
+    ]
     max_epochs: Annotated[int, Field(ge=1)]
     min_epochs: NonNegInt | None = None
     fast_dev_run: bool | NonNegInt = False
@@ -197,7 +219,11 @@ def _errors(prefix: str, model: type[BaseModel], data: Any) -> list[str]:
             if e["type"] == "value_error" and ":" in msg.split(" ")[0]:
                 sub, msg = msg.split(":", 1)
                 key, msg = f"{prefix}.{sub}", msg.strip()
-            got = "" if e["type"] in ("missing", "value_error", "extra_forbidden") else f" (got {_fmt_value(e.get('input'))})"
+            got = (
+                ""
+                if e["type"] in ("missing", "value_error", "extra_forbidden")
+                else f" (got {_fmt_value(e.get('input'))})"
+            )
             if e["type"] == "extra_forbidden":
                 msg = "unknown key"
             out.append(f"{key}: {msg}{got}")
@@ -250,8 +276,10 @@ def _validate_train(c: dict[str, Any]) -> list[str]:
     kind = data.get("kind")
     accepts = model.get("accepts") or []
     if kind and accepts and kind not in accepts:
-        problems.append(f"model: '{model.get('name')}' reads {', '.join(accepts)} data, but data "
-                        f"'{data.get('name')}' is {kind} data; choose a model that reads {kind}")
+        problems.append(
+            f"model: '{model.get('name')}' reads {', '.join(accepts)} data, but data "
+            f"'{data.get('name')}' is {kind} data; choose a model that reads {kind}"
+        )
 
     problems += _errors("optimizer", OptimizerCfg, _section(c, "optimizer"))
     opt_target = _section(c, "optimizer").get("_target_", "")
@@ -275,14 +303,20 @@ def _validate_train(c: dict[str, Any]) -> list[str]:
     for i, op in enumerate(aug.get("train") or []):
         t = op.get("_target_") if isinstance(op, dict) else None
         if not isinstance(t, str) or not t.startswith("albumentations."):
-            problems.append(f"augmentation.train[{i}]._target_: must name an albumentations transform "
-                            f"(albumentations.HorizontalFlip, ...), got {_fmt_value(t)}")
+            problems.append(
+                f"augmentation.train[{i}]._target_: must name an albumentations transform "
+                f"(albumentations.HorizontalFlip, ...), got {_fmt_value(t)}"
+            )
         p = op.get("p", 0.5) if isinstance(op, dict) else 0.5
         if not isinstance(p, int | float) or not 0 <= p <= 1:
-            problems.append(f"augmentation.train[{i}].p: a probability in [0, 1] (got {_fmt_value(p)})")
+            problems.append(
+                f"augmentation.train[{i}].p: a probability in [0, 1] (got {_fmt_value(p)})"
+            )
     if aug.get("train") and data.get("loader") == "memory":
-        problems.append(f"data.loader: 'memory' cannot apply per-sample augmentation "
-                        f"'{aug.get('name')}'; use data.loader=workers (or auto), or augmentation=none")
+        problems.append(
+            f"data.loader: 'memory' cannot apply per-sample augmentation "
+            f"'{aug.get('name')}'; use data.loader=workers (or auto), or augmentation=none"
+        )
 
     allowed = [f"{s}/{m}" for s in ("val", "train") for m in CLASSIFICATION_METRICS]
     monitors = {"monitor": c.get("monitor")}
@@ -290,12 +324,20 @@ def _validate_train(c: dict[str, Any]) -> list[str]:
         if isinstance(cb, dict) and "monitor" in cb and cb["monitor"] != c.get("monitor"):
             monitors[f"callbacks.{name}.monitor"] = cb["monitor"]
     for key, monitor in monitors.items():
-        if isinstance(monitor, str) and monitor not in allowed and not monitor.startswith("val/f1_"):
-            problems.append(f"{key}: unknown metric '{monitor}'; use one of {', '.join(allowed[:9])} "
-                            "(or val/f1_<class>)")
+        if (
+            isinstance(monitor, str)
+            and monitor not in allowed
+            and not monitor.startswith("val/f1_")
+        ):
+            problems.append(
+                f"{key}: unknown metric '{monitor}'; use one of {', '.join(allowed[:9])} "
+                "(or val/f1_<class>)"
+            )
     monitor = c.get("monitor")
     if isinstance(monitor, str) and monitor.endswith("/loss") and c.get("monitor_mode") == "max":
-        problems.append(f"monitor_mode: 'max' with monitor '{monitor}'; a loss is minimised, use min")
+        problems.append(
+            f"monitor_mode: 'max' with monitor '{monitor}'; a loss is minimised, use min"
+        )
     return problems
 
 

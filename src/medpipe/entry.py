@@ -36,8 +36,9 @@ def check_group_choices(folder: Path, argv: list[str]) -> list[str]:
         options = sorted(p.stem for p in group.glob("*.yaml"))
         for choice in value.split(","):
             if choice and choice != "null" and choice not in options:
-                problems.append(f"{key}={choice}: no such option in {group}; choose one of "
-                                f"{', '.join(options)}")
+                problems.append(
+                    f"{key}={choice}: no such option in {group}; choose one of {', '.join(options)}"
+                )
     return problems
 
 

@@ -26,14 +26,18 @@ from medpipe.data.transforms import build_albumentations
 from medpipe.errors import ConfigError, DataError
 from medpipe.evaluation.report import write_test_report
 from medpipe.models.classification import ClassificationTask, InferenceModel, num_outputs
-from medpipe.paths import PACKAGE_DIR, project_root
+from medpipe.paths import project_root
 from medpipe.tracking.provenance import git_info, hydra_overrides
 
 log = logging.getLogger(__name__)
 
 # Known-harmless notices that would otherwise bury the progress lines.
-for _pattern in (r".*log_every_n_steps.*", r".*LeafSpec.*", r".*does not have many workers.*",
-                 r".*litlogger.*"):
+for _pattern in (
+    r".*log_every_n_steps.*",
+    r".*LeafSpec.*",
+    r".*does not have many workers.*",
+    r".*litlogger.*",
+):
     warnings.filterwarnings("ignore", message=_pattern)
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # device banners and tips
 
@@ -51,37 +55,60 @@ def build_datamodule(cfg: dict[str, Any], seed: int) -> MedDataModule:
     ops = list((cfg.get("augmentation") or {}).get("train") or [])
     loader = resolve_loader(data.get("loader", "auto"), ops)
     transform = build_albumentations(ops, seed) if loader == "workers" else None
-    return MedDataModule(folder, batch_size=int(data["batch_size"]), loader=loader,
-                         num_workers=int(data.get("num_workers", 0)),
-                         pin_memory=bool(data.get("pin_memory", False)), seed=seed,
-                         train_transform=transform)
+    return MedDataModule(
+        folder,
+        batch_size=int(data["batch_size"]),
+        loader=loader,
+        num_workers=int(data.get("num_workers", 0)),
+        pin_memory=bool(data.get("pin_memory", False)),
+        seed=seed,
+        train_transform=transform,
+    )
 
 
 def build_task(cfg: dict[str, Any], meta: DatasetMeta) -> ClassificationTask:
     model = cfg["model"]
     weights = model.get("class_weights")
     if isinstance(weights, list) and len(weights) != len(meta.classes):
-        raise ConfigError(f"model.class_weights: {len(weights)} weights for the {len(meta.classes)} "
-                          f"classes of {meta.name} ({', '.join(meta.classes)})")
+        raise ConfigError(
+            f"model.class_weights: {len(weights)} weights for the {len(meta.classes)} "
+            f"classes of {meta.name} ({', '.join(meta.classes)})"
+        )
     if model.get("loss") == "bce" and meta.task == "multiclass":
-        raise ConfigError(f"model.loss: bce needs binary or multilabel data; {meta.name} is multiclass, "
-                          "use cross_entropy")
-    net = instantiate(model["net"], in_channels=meta.channels,
-                      num_outputs=num_outputs(meta, model.get("loss", "cross_entropy")),
-                      spatial_shape=meta.sample_shape[1:], _convert_="all")
+        raise ConfigError(
+            f"model.loss: bce needs binary or multilabel data; {meta.name} is multiclass, "
+            "use cross_entropy"
+        )
+    net = instantiate(
+        model["net"],
+        in_channels=meta.channels,
+        num_outputs=num_outputs(meta, model.get("loss", "cross_entropy")),
+        spatial_shape=meta.sample_shape[1:],
+        _convert_="all",
+    )
     task = ClassificationTask(
-        net, meta, normalize=cfg["data"].get("normalize", "zscore"),
-        optimizer=instantiate(cfg["optimizer"], _convert_="all"), scheduler=cfg["scheduler"],
-        max_epochs=int(cfg["trainer"]["max_epochs"]), loss=model.get("loss", "cross_entropy"),
-        class_weights=model.get("class_weights"), label_smoothing=model.get("label_smoothing", 0.0),
+        net,
+        meta,
+        normalize=cfg["data"].get("normalize", "zscore"),
+        optimizer=instantiate(cfg["optimizer"], _convert_="all"),
+        scheduler=cfg["scheduler"],
+        max_epochs=int(cfg["trainer"]["max_epochs"]),
+        loss=model.get("loss", "cross_entropy"),
+        class_weights=model.get("class_weights"),
+        label_smoothing=model.get("label_smoothing", 0.0),
     )
     task.run_config = cfg
     return task
 
 
-def build_callbacks(cfg: dict[str, Any], out_dir: Path) -> tuple[list[L.Callback], bool, HistoryWriter]:
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()
-                 if isinstance(c, dict) and "_target_" in c]
+def build_callbacks(
+    cfg: dict[str, Any], out_dir: Path
+) -> tuple[list[L.Callback], bool, HistoryWriter]:
+    callbacks = [
+        instantiate(c)
+        for c in (cfg.get("callbacks") or {}).values()
+        if isinstance(c, dict) and "_target_" in c
+    ]
     progress, bar = progress_callbacks((cfg.get("callbacks") or {}).get("progress_bar", "auto"))
     history = HistoryWriter(out_dir)
     return callbacks + progress + [history], bar, history
@@ -113,10 +140,13 @@ def _create_run(cfg: dict[str, Any], meta: DatasetMeta):
     mlflow_dir = cfg["paths"]["mlflow_dir"]
     uri = tracking_uri(mcfg.get("tracking_uri"), mlflow_dir)
     return MlflowRun.create(
-        uri=uri, experiment_name=cfg["experiment_name"],
+        uri=uri,
+        experiment_name=cfg["experiment_name"],
         run_name=cfg.get("run_name") or f"{cfg['model']['name']}-{meta.name}",
         artifact_location=default_artifact_location(uri, mcfg.get("artifact_location"), mlflow_dir),
-        tags=_run_tags(cfg, meta, {}), params=cfg, synchronous=bool(mcfg.get("synchronous", False)),
+        tags=_run_tags(cfg, meta, {}),
+        params=cfg,
+        synchronous=bool(mcfg.get("synchronous", False)),
     )
 
 
@@ -167,8 +197,9 @@ def train(cfg: DictConfig) -> float | None:
         loggers.append(CSVLogger(**c["logger"]["csv"]))
 
     with run.guard() if run else contextlib.nullcontext():
-        trainer: L.Trainer = instantiate(c["trainer"], callbacks=callbacks, logger=loggers or False,
-                                         enable_progress_bar=bar)
+        trainer: L.Trainer = instantiate(
+            c["trainer"], callbacks=callbacks, logger=loggers or False, enable_progress_bar=bar
+        )
         trainer.fit(task, datamodule=dm)
         ckpt = trainer.checkpoint_callback
         best_path = ckpt.best_model_path if ckpt is not None and not fast else ""
@@ -185,7 +216,10 @@ def train(cfg: DictConfig) -> float | None:
 
         if trainer.is_global_zero:
             best_row = _best_row(history.rows, monitor, c["monitor_mode"])
-            summary = {**test_metrics, **{k: v for k, v in best_row.items() if k.startswith("val/")}}
+            summary = {
+                **test_metrics,
+                **{k: v for k, v in best_row.items() if k.startswith("val/")},
+            }
             if best_row:
                 summary["best_epoch"] = best_row["epoch"]
             write_json(out_dir / "metrics.json", summary)
@@ -198,14 +232,19 @@ def train(cfg: DictConfig) -> float | None:
                 report = write_test_report(probs, target, meta.task, meta.classes, out_dir)
             if run is not None:
                 _log_run_outputs(run, c, dm, task, files, report, best_path)
-            print_metrics(f"test metrics ({'best checkpoint' if best_path else 'final weights'}, "
-                          f"{meta.name}, {c['model']['name']}):", test_metrics)
+            print_metrics(
+                f"test metrics ({'best checkpoint' if best_path else 'final weights'}, "
+                f"{meta.name}, {c['model']['name']}):",
+                test_metrics,
+            )
             if best_path:
                 print(f"best checkpoint: {best_path}")
             print(f"outputs: {out_dir}")
             if run is not None:
-                print(f"MLflow run {run.run_id} in experiment '{c['experiment_name']}' "
-                      f"({run.logger._tracking_uri}); browse with `make ui`")
+                print(
+                    f"MLflow run {run.run_id} in experiment '{c['experiment_name']}' "
+                    f"({run.logger._tracking_uri}); browse with `make ui`"
+                )
     return best
 
 
@@ -217,8 +256,15 @@ def _best_row(rows: list[dict[str, float]], monitor: str, mode: str) -> dict[str
     return pick(scored, key=lambda r: r[monitor])
 
 
-def _log_run_outputs(run, cfg: dict[str, Any], dm: MedDataModule, task: ClassificationTask,
-                     files: list[Path], report: dict[str, Path], best_path: str) -> None:
+def _log_run_outputs(
+    run,
+    cfg: dict[str, Any],
+    dm: MedDataModule,
+    task: ClassificationTask,
+    files: list[Path],
+    report: dict[str, Path],
+    best_path: str,
+) -> None:
     run.log_artifact(files[1], "config")
     overrides = files[1].parent / "overrides.yaml"
     overrides.write_text("\n".join(f"- {o}" for o in hydra_overrides()) + "\n")
@@ -234,8 +280,11 @@ def _log_run_outputs(run, cfg: dict[str, Any], dm: MedDataModule, task: Classifi
         import monai
 
         model = InferenceModel(task).cpu().eval()
-        reqs = [f"torch=={torch.__version__.split('+')[0]}", f"monai=={monai.__version__}",
-                f"numpy=={np.__version__}"]
+        reqs = [
+            f"torch=={torch.__version__.split('+')[0]}",
+            f"monai=={monai.__version__}",
+            f"numpy=={np.__version__}",
+        ]
         run.log_model(model, _input_example(dm), reqs)
 
 
@@ -247,7 +296,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - report any unreadable file the same way
-        raise DataError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+        raise DataError(
+            f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"
+        ) from None
     if not isinstance(ckpt, dict) or "medpipe" not in ckpt or "state_dict" not in ckpt:
         raise DataError(f"{path}: not a medpipe checkpoint (no 'medpipe' config inside)")
     return ckpt
@@ -269,10 +320,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     meta = DatasetMeta.from_dict(ckpt["medpipe"]["meta"])
     task = build_task(run_cfg, meta)
     task.load_state_dict(ckpt["state_dict"])
-    trainer = L.Trainer(accelerator=c["trainer"]["accelerator"], devices=c["trainer"]["devices"],
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False,
-                        deterministic=bool(run_cfg["trainer"].get("deterministic", False)))
+    trainer = L.Trainer(
+        accelerator=c["trainer"]["accelerator"],
+        devices=c["trainer"]["devices"],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=bool(run_cfg["trainer"].get("deterministic", False)),
+    )
     results = trainer.test(task, datamodule=dm, verbose=False)
     metrics = _floats(results[0]) if results else {}
     write_json(out_dir / "metrics.json", metrics)

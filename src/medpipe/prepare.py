@@ -15,7 +15,9 @@ def main(cfg: DictConfig) -> str:
     folder = prepare_from_config(cfg)
     meta = read_meta(folder)
     sizes = ", ".join(f"{k} {v}" for k, v in meta.sizes.items())
-    print(f"{meta.name}: {meta.kind} {meta.sample_shape}, {meta.task} ({', '.join(meta.classes)}); {sizes}")
+    print(
+        f"{meta.name}: {meta.kind} {meta.sample_shape}, {meta.task} ({', '.join(meta.classes)}); {sizes}"
+    )
     print(f"processed: {folder}")
     return str(folder)
 

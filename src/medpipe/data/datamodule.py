@@ -44,12 +44,26 @@ class DeviceBatches:
     rank gets the same number of batches), like DistributedSampler.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int,
-                 epoch_fn: Callable[[], int] = lambda: 0, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = False):
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        epoch_fn: Callable[[], int] = lambda: 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ):
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.epoch_fn, self.rank, self.world_size, self.drop_last = epoch_fn, rank, world_size, drop_last
+        self.epoch_fn, self.rank, self.world_size, self.drop_last = (
+            epoch_fn,
+            rank,
+            world_size,
+            drop_last,
+        )
 
     def _indices(self) -> torch.Tensor:
         n = len(self.x)
@@ -60,7 +74,9 @@ class DeviceBatches:
             idx = torch.arange(n)
         if self.world_size > 1:
             per_rank = math.ceil(n / self.world_size)
-            idx = torch.cat([idx, idx[: per_rank * self.world_size - n]])[self.rank :: self.world_size]
+            idx = torch.cat([idx, idx[: per_rank * self.world_size - n]])[
+                self.rank :: self.world_size
+            ]
         return idx.to(self.x.device)
 
     def __len__(self) -> int:
@@ -75,10 +91,17 @@ class DeviceBatches:
 
 
 class MedDataModule(L.LightningDataModule):
-    def __init__(self, folder: str | Path, batch_size: int = 128, loader: str = "memory",
-                 num_workers: int = 0, pin_memory: bool = False, seed: int = 0,
-                 train_transform: Callable[[np.ndarray], np.ndarray] | None = None,
-                 eval_batch_size: int | None = None):
+    def __init__(
+        self,
+        folder: str | Path,
+        batch_size: int = 128,
+        loader: str = "memory",
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        seed: int = 0,
+        train_transform: Callable[[np.ndarray], np.ndarray] | None = None,
+        eval_batch_size: int | None = None,
+    ):
         super().__init__()
         self.folder = Path(folder)
         self.meta: DatasetMeta = read_meta(self.folder)
@@ -93,16 +116,22 @@ class MedDataModule(L.LightningDataModule):
         self._device_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def setup(self, stage: str | None = None) -> None:
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
-                  "predict": ("test",)}.get(stage or "", ("train", "val", "test"))
+        wanted = {
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": ("test",),
+        }.get(stage or "", ("train", "val", "test"))
         for split in wanted:
             if split not in self.splits:
                 self.splits[split] = read_split(self.folder, split, mmap=self.loader == "workers")
             if self.loader == "memory" and split not in self._device_splits:
                 s = self.splits[split]
                 device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
-                self._device_splits[split] = (torch.from_numpy(np.ascontiguousarray(s.x)).to(device),
-                                              torch.from_numpy(np.ascontiguousarray(s.y)).to(device))
+                self._device_splits[split] = (
+                    torch.from_numpy(np.ascontiguousarray(s.x)).to(device),
+                    torch.from_numpy(np.ascontiguousarray(s.y)).to(device),
+                )
 
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
@@ -117,12 +146,24 @@ class MedDataModule(L.LightningDataModule):
         if self.loader == "memory":
             x, y = self._device_splits[split]
             rank, world = self._rank_world()
-            return DeviceBatches(x, y, batch, shuffle=train, seed=self.seed, epoch_fn=self._epoch,
-                                 rank=rank, world_size=world)
+            return DeviceBatches(
+                x,
+                y,
+                batch,
+                shuffle=train,
+                seed=self.seed,
+                epoch_fn=self._epoch,
+                rank=rank,
+                world_size=world,
+            )
         ds = ArrayDataset(self.splits[split], self.train_transform if train else None)
         return DataLoader(
-            ds, batch_size=batch, shuffle=train, num_workers=self.num_workers,
-            pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+            ds,
+            batch_size=batch,
+            shuffle=train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed) if train else None,
         )
 

@@ -24,8 +24,13 @@ from medpipe.errors import DataError
 log = logging.getLogger(__name__)
 
 
-def prepare_dataset(data_cfg: dict[str, Any], processed_dir: str, raw_dir: str,
-                    out: str | None = None, force: bool = False) -> Path:
+def prepare_dataset(
+    data_cfg: dict[str, Any],
+    processed_dir: str,
+    raw_dir: str,
+    out: str | None = None,
+    force: bool = False,
+) -> Path:
     """Return the processed folder for `data_cfg`, building it if missing or out of date.
 
     The folder is named <data.name>-<fingerprint>: the fingerprint hashes the source options and
@@ -75,5 +80,10 @@ def prepare_from_config(cfg: Any) -> Path:
     from omegaconf import DictConfig, OmegaConf
 
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    return prepare_dataset(c["data"], c["paths"]["processed_dir"], c["paths"]["raw_dir"],
-                           out=c.get("out"), force=bool(c.get("force")))
+    return prepare_dataset(
+        c["data"],
+        c["paths"]["processed_dir"],
+        c["paths"]["raw_dir"],
+        out=c.get("out"),
+        force=bool(c.get("force")),
+    )

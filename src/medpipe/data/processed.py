@@ -45,14 +45,14 @@ class DatasetMeta:
     kind: str
     classes: list[str]
     channels: int
-    sample_shape: list[int]          # one sample, channels first
+    sample_shape: list[int]  # one sample, channels first
     sizes: dict[str, int]
     class_counts: dict[str, list[int]]
-    mean: list[float]                # per channel, of train x scaled by `scale`
+    mean: list[float]  # per channel, of train x scaled by `scale`
     std: list[float]
-    scale: float                     # x / scale maps the stored dtype to [0, 1] (255 for uint8)
-    fingerprint: str                 # hash of the source and the options that made this folder
-    content_sha256: str = ""         # hash of the array files
+    scale: float  # x / scale maps the stored dtype to [0, 1] (255 for uint8)
+    fingerprint: str  # hash of the source and the options that made this folder
+    content_sha256: str = ""  # hash of the array files
     source: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
@@ -100,7 +100,9 @@ def class_counts(y: np.ndarray, task: str, n_classes: int) -> list[int]:
     return []
 
 
-def write_processed(out_dir: str | os.PathLike, splits: dict[str, Split], meta: DatasetMeta) -> Path:
+def write_processed(
+    out_dir: str | os.PathLike, splits: dict[str, Split], meta: DatasetMeta
+) -> Path:
     """Write a processed dataset atomically: a temporary folder renamed into place.
 
     A concurrent writer that finishes first wins; the loser's copy is discarded (same content).
@@ -140,7 +142,9 @@ def read_meta(folder: str | os.PathLike) -> DatasetMeta:
     try:
         return DatasetMeta.from_dict(json.loads(path.read_text()))
     except FileNotFoundError:
-        raise DataError(f"{path}: no processed dataset here (run python -m medpipe.prepare)") from None
+        raise DataError(
+            f"{path}: no processed dataset here (run python -m medpipe.prepare)"
+        ) from None
     except (json.JSONDecodeError, TypeError) as err:
         raise DataError(f"{path}: unreadable dataset metadata ({err})") from None
 
@@ -152,7 +156,9 @@ def read_split(folder: str | os.PathLike, split: str, mmap: bool = True) -> Spli
         x = np.load(folder / f"{split}_x.npy", mmap_mode=mode, allow_pickle=False)
         y = np.load(folder / f"{split}_y.npy", allow_pickle=False)
     except (FileNotFoundError, ValueError) as err:
-        raise DataError(f"{folder}: processed split '{split}' is missing or corrupt ({err})") from None
+        raise DataError(
+            f"{folder}: processed split '{split}' is missing or corrupt ({err})"
+        ) from None
     lengths_path = folder / f"{split}_lengths.npy"
     lengths = np.load(lengths_path, allow_pickle=False) if lengths_path.exists() else None
     return Split(x, y, lengths)

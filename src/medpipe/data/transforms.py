@@ -15,7 +15,9 @@ from medpipe.errors import ConfigError
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations contacts PyPI otherwise
 
 
-def build_albumentations(ops: Sequence[dict[str, Any]], seed: int) -> Callable[[np.ndarray], np.ndarray] | None:
+def build_albumentations(
+    ops: Sequence[dict[str, Any]], seed: int
+) -> Callable[[np.ndarray], np.ndarray] | None:
     """Compose the `augmentation.train` list into a function on one (C, H, W) uint8 image.
 
     Each entry is instantiated by Hydra; a wrong class or argument becomes a ConfigError that names
@@ -35,7 +37,9 @@ def build_albumentations(ops: Sequence[dict[str, Any]], seed: int) -> Callable[[
                 transforms.append(instantiate(op, _convert_="all"))
         except Exception as err:  # noqa: BLE001 - any failure here is a config problem
             cause = err.__cause__ or err
-            first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            first = (
+                str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            )
             raise ConfigError(f"{where}: {first}") from None
         # albumentations only warns about unknown arguments; a typo must not silently do nothing.
         for w in caught:
@@ -55,7 +59,14 @@ def build_albumentations(ops: Sequence[dict[str, Any]], seed: int) -> Callable[[
 class Normalizer(torch.nn.Module):
     """Map stored intensities to network input: x / scale, then per-channel z-score if asked."""
 
-    def __init__(self, mode: str, scale: float, mean: Sequence[float], std: Sequence[float], spatial_dims: int):
+    def __init__(
+        self,
+        mode: str,
+        scale: float,
+        mean: Sequence[float],
+        std: Sequence[float],
+        spatial_dims: int,
+    ):
         super().__init__()
         shape = (1, -1) + (1,) * spatial_dims
         self.mode = mode

@@ -49,39 +49,51 @@ class ClassificationMetrics(nn.Module):
         self.task, self.classes = task, list(classes)
         k = len(classes)
         if task == "binary":
-            self.main = MetricCollection({
-                "acc": BinaryAccuracy(), "precision": BinaryPrecision(), "recall": BinaryRecall(),
-                "specificity": BinarySpecificity(), "f1": BinaryF1Score(), "auroc": BinaryAUROC(),
-            })
-            self.per_class = MetricCollection({
-                "balanced_acc": MulticlassAccuracy(2, average="macro"),
-                "f1_macro": MulticlassF1Score(2, average="macro"),
-                "f1_class": MulticlassF1Score(2, average=None),
-            })
+            self.main = MetricCollection(
+                {
+                    "acc": BinaryAccuracy(),
+                    "precision": BinaryPrecision(),
+                    "recall": BinaryRecall(),
+                    "specificity": BinarySpecificity(),
+                    "f1": BinaryF1Score(),
+                    "auroc": BinaryAUROC(),
+                }
+            )
+            self.per_class = MetricCollection(
+                {
+                    "balanced_acc": MulticlassAccuracy(2, average="macro"),
+                    "f1_macro": MulticlassF1Score(2, average="macro"),
+                    "f1_class": MulticlassF1Score(2, average=None),
+                }
+            )
         elif task == "multiclass":
-            self.main = MetricCollection({
-                "acc": MulticlassAccuracy(k, average="micro"),
-                "balanced_acc": MulticlassAccuracy(k, average="macro"),
-                "precision": MulticlassPrecision(k, average="macro"),
-                "recall": MulticlassRecall(k, average="macro"),
-                "specificity": MulticlassSpecificity(k, average="macro"),
-                "f1": MulticlassF1Score(k, average="macro"),
-                "f1_macro": MulticlassF1Score(k, average="macro"),
-                "f1_class": MulticlassF1Score(k, average=None),
-                "auroc": MulticlassAUROC(k, average="macro"),
-            })
+            self.main = MetricCollection(
+                {
+                    "acc": MulticlassAccuracy(k, average="micro"),
+                    "balanced_acc": MulticlassAccuracy(k, average="macro"),
+                    "precision": MulticlassPrecision(k, average="macro"),
+                    "recall": MulticlassRecall(k, average="macro"),
+                    "specificity": MulticlassSpecificity(k, average="macro"),
+                    "f1": MulticlassF1Score(k, average="macro"),
+                    "f1_macro": MulticlassF1Score(k, average="macro"),
+                    "f1_class": MulticlassF1Score(k, average=None),
+                    "auroc": MulticlassAUROC(k, average="macro"),
+                }
+            )
             self.per_class = None
         elif task == "multilabel":
-            self.main = MetricCollection({
-                "acc": MultilabelAccuracy(k, average="micro"),
-                "precision": MultilabelPrecision(k, average="macro"),
-                "recall": MultilabelRecall(k, average="macro"),
-                "specificity": MultilabelSpecificity(k, average="macro"),
-                "f1": MultilabelF1Score(k, average="macro"),
-                "f1_macro": MultilabelF1Score(k, average="macro"),
-                "f1_class": MultilabelF1Score(k, average=None),
-                "auroc": MultilabelAUROC(k, average="macro"),
-            })
+            self.main = MetricCollection(
+                {
+                    "acc": MultilabelAccuracy(k, average="micro"),
+                    "precision": MultilabelPrecision(k, average="macro"),
+                    "recall": MultilabelRecall(k, average="macro"),
+                    "specificity": MultilabelSpecificity(k, average="macro"),
+                    "f1": MultilabelF1Score(k, average="macro"),
+                    "f1_macro": MultilabelF1Score(k, average="macro"),
+                    "f1_class": MultilabelF1Score(k, average=None),
+                    "auroc": MultilabelAUROC(k, average="macro"),
+                }
+            )
             self.per_class = None
         else:
             raise ValueError(f"unknown classification task '{task}'")

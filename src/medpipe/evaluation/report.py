@@ -31,7 +31,9 @@ def _one_vs_rest(probs: np.ndarray, target: np.ndarray, task: str, n: int):
     return [(k, target[:, k].astype(int), probs[:, k]) for k in range(n)]
 
 
-def plot_confusion_matrix(probs: np.ndarray, target: np.ndarray, task: str, classes: list[str], path: Path) -> None:
+def plot_confusion_matrix(
+    probs: np.ndarray, target: np.ndarray, task: str, classes: list[str], path: Path
+) -> None:
     pred = predicted_labels(probs, task)
     if task == "multilabel":
         n = len(classes)
@@ -61,7 +63,9 @@ def _draw_matrix(ax, cm: np.ndarray, labels: list[str], title: str) -> None:
         ax.text(j, i, str(v), ha="center", va="center", color="white" if v > peak / 2 else "black")
 
 
-def plot_roc(probs: np.ndarray, target: np.ndarray, task: str, classes: list[str], path: Path) -> None:
+def plot_roc(
+    probs: np.ndarray, target: np.ndarray, task: str, classes: list[str], path: Path
+) -> None:
     fig, ax = plt.subplots(figsize=(5, 5))
     for k, y, score in _one_vs_rest(probs, target, task, len(classes)):
         if len(np.unique(y)) < 2:
@@ -78,7 +82,9 @@ def plot_roc(probs: np.ndarray, target: np.ndarray, task: str, classes: list[str
     plt.close(fig)
 
 
-def per_class_report(probs: np.ndarray, target: np.ndarray, task: str, classes: list[str]) -> dict[str, Any]:
+def per_class_report(
+    probs: np.ndarray, target: np.ndarray, task: str, classes: list[str]
+) -> dict[str, Any]:
     """Per class: support, precision, recall (sensitivity), specificity, F1 and one-vs-rest AUROC."""
     pred = predicted_labels(probs, task)
     rows = {}
@@ -108,19 +114,25 @@ def report_text(report: dict[str, Any]) -> str:
     lines = [head, "-" * len(head)]
     for name, r in report["classes"].items():
         auroc = f"{r['auroc']:.4f}" if r["auroc"] is not None else "   n/a"
-        lines.append(f"{name[:27]:<28}{r['support']:>9}{r['precision']:>11.4f}{r['recall']:>9.4f}"
-                     f"{r['specificity']:>9.4f}{r['f1']:>8.4f}{auroc:>8}")
+        lines.append(
+            f"{name[:27]:<28}{r['support']:>9}{r['precision']:>11.4f}{r['recall']:>9.4f}"
+            f"{r['specificity']:>9.4f}{r['f1']:>8.4f}{auroc:>8}"
+        )
     return "\n".join(lines) + "\n"
 
 
-def write_test_report(probs: np.ndarray, target: np.ndarray, task: str, classes: list[str],
-                      out_dir: Path) -> dict[str, Path]:
+def write_test_report(
+    probs: np.ndarray, target: np.ndarray, task: str, classes: list[str], out_dir: Path
+) -> dict[str, Path]:
     """Write plots/confusion_matrix.png, plots/roc.png, per_class_report.{json,txt}."""
     plots = out_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    files = {"confusion_matrix": plots / "confusion_matrix.png", "roc": plots / "roc.png",
-             "report_json": out_dir / "per_class_report.json",
-             "report_txt": out_dir / "per_class_report.txt"}
+    files = {
+        "confusion_matrix": plots / "confusion_matrix.png",
+        "roc": plots / "roc.png",
+        "report_json": out_dir / "per_class_report.json",
+        "report_txt": out_dir / "per_class_report.txt",
+    }
     plot_confusion_matrix(probs, target, task, classes, files["confusion_matrix"])
     plot_roc(probs, target, task, classes, files["roc"])
     report = per_class_report(probs, target, task, classes)

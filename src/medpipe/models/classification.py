@@ -24,7 +24,7 @@ def class_weights_from(spec: Any, meta: DatasetMeta) -> torch.Tensor | None:
     if spec == "balanced":
         counts = torch.tensor(meta.class_counts["train"], dtype=torch.float32).clamp(min=1)
         if meta.task == "multilabel":
-            return (meta.sizes["train"] - counts) / counts      # pos_weight per label
+            return (meta.sizes["train"] - counts) / counts  # pos_weight per label
         return counts.sum() / (len(counts) * counts)
     return torch.tensor(list(spec), dtype=torch.float32)
 
@@ -39,10 +39,18 @@ class ClassificationTask(L.LightningModule):
     Input batches carry samples in their stored dtype; `preprocess` normalises them on the device.
     """
 
-    def __init__(self, net: nn.Module, meta: DatasetMeta, normalize: str,
-                 optimizer: Callable[..., torch.optim.Optimizer], scheduler: dict[str, Any],
-                 max_epochs: int, loss: str = "cross_entropy", class_weights: Any = None,
-                 label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        net: nn.Module,
+        meta: DatasetMeta,
+        normalize: str,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: dict[str, Any],
+        max_epochs: int,
+        loss: str = "cross_entropy",
+        class_weights: Any = None,
+        label_smoothing: float = 0.0,
+    ):
         super().__init__()
         self.net = net
         self.meta = meta
@@ -52,8 +60,9 @@ class ClassificationTask(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_cfg = dict(scheduler)
         self.max_epochs = max_epochs
-        self.preprocess = Normalizer(normalize, meta.scale, meta.mean, meta.std,
-                                     spatial_dims=len(meta.sample_shape) - 1)
+        self.preprocess = Normalizer(
+            normalize, meta.scale, meta.mean, meta.std, spatial_dims=len(meta.sample_shape) - 1
+        )
         weights = class_weights_from(class_weights, meta)
         self.register_buffer("class_weight", weights if weights is not None else torch.empty(0))
         self.val_metrics = ClassificationMetrics(meta.task, meta.classes)
@@ -84,7 +93,9 @@ class ClassificationTask(L.LightningModule):
             return F.binary_cross_entropy_with_logits(logits, y.float(), pos_weight=w)
         if logits.shape[1] == 1:  # binary with one logit (loss=bce)
             pos_weight = (w[1] / w[0]).reshape(1) if w is not None else None
-            return F.binary_cross_entropy_with_logits(logits[:, 0], y.float(), pos_weight=pos_weight)
+            return F.binary_cross_entropy_with_logits(
+                logits[:, 0], y.float(), pos_weight=pos_weight
+            )
         return F.cross_entropy(logits, y.long(), weight=w, label_smoothing=self.label_smoothing)
 
     # -- steps ---------------------------------------------------------------------------------
@@ -100,8 +111,14 @@ class ClassificationTask(L.LightningModule):
     def _eval_step(self, batch, split: str, metrics: ClassificationMetrics) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        self.log(f"{split}/loss", self.loss(logits, y), on_step=False, on_epoch=True,
-                 prog_bar=split == "val", batch_size=len(x))
+        self.log(
+            f"{split}/loss",
+            self.loss(logits, y),
+            on_step=False,
+            on_epoch=True,
+            prog_bar=split == "val",
+            batch_size=len(x),
+        )
         probs = self.probabilities(logits)
         metrics.update(probs, self._metric_target(y))
         return probs
@@ -140,7 +157,10 @@ class ClassificationTask(L.LightningModule):
         scheduler = build_scheduler(optimizer, self.scheduler_cfg, self.max_epochs)
         if scheduler is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
 
     # -- checkpoints carry what is needed to rebuild the task ---------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -20,19 +20,25 @@ def milestone_epochs(milestones: list[float], max_epochs: int) -> list[int]:
     return sorted({max(1, round(m * max_epochs)) if m < 1 else int(m) for m in milestones})
 
 
-def build_scheduler(optimizer: Optimizer, cfg: dict[str, Any], max_epochs: int) -> LRScheduler | None:
+def build_scheduler(
+    optimizer: Optimizer, cfg: dict[str, Any], max_epochs: int
+) -> LRScheduler | None:
     name = cfg.get("name", "none")
     if name == "none":
         return None
     if name == "step":
         return StepLR(optimizer, step_size=int(cfg["step_size"]), gamma=float(cfg["gamma"]))
     if name == "multistep":
-        return MultiStepLR(optimizer, milestone_epochs(list(cfg["milestones"]), max_epochs),
-                           gamma=float(cfg["gamma"]))
+        return MultiStepLR(
+            optimizer,
+            milestone_epochs(list(cfg["milestones"]), max_epochs),
+            gamma=float(cfg["gamma"]),
+        )
     if name == "cosine":
         warmup = int(cfg.get("warmup_epochs", 0))
-        cosine = CosineAnnealingLR(optimizer, T_max=max(1, max_epochs - warmup),
-                                   eta_min=float(cfg.get("eta_min", 0.0)))
+        cosine = CosineAnnealingLR(
+            optimizer, T_max=max(1, max_epochs - warmup), eta_min=float(cfg.get("eta_min", 0.0))
+        )
         if warmup <= 0:
             return cosine
         ramp = LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup)

@@ -66,11 +66,23 @@ class MlflowRun:
         self.logger = logger
 
     @classmethod
-    def create(cls, uri: str, experiment_name: str, run_name: str, artifact_location: str | None,
-               tags: dict[str, str], params: dict[str, Any], synchronous: bool) -> MlflowRun:
+    def create(
+        cls,
+        uri: str,
+        experiment_name: str,
+        run_name: str,
+        artifact_location: str | None,
+        tags: dict[str, str],
+        params: dict[str, Any],
+        synchronous: bool,
+    ) -> MlflowRun:
         logger = EpochStepMLFlowLogger(
-            experiment_name=experiment_name, run_name=run_name, tracking_uri=uri,
-            artifact_location=artifact_location, tags=tags, synchronous=synchronous,
+            experiment_name=experiment_name,
+            run_name=run_name,
+            tracking_uri=uri,
+            artifact_location=artifact_location,
+            tags=tags,
+            synchronous=synchronous,
         )
         run = cls(logger)
         run.log_params(params)
@@ -103,8 +115,9 @@ class MlflowRun:
 
         mlflow.set_tracking_uri(self.logger._tracking_uri)
         with mlflow.start_run(run_id=self.run_id, log_system_metrics=False):
-            mlflow.pytorch.log_model(model, name="model", input_example=input_example,
-                                     pip_requirements=pip_requirements)
+            mlflow.pytorch.log_model(
+                model, name="model", input_example=input_example, pip_requirements=pip_requirements
+            )
 
     @staticmethod
     def end(logger: MLFlowLogger, status: str) -> None:

@@ -19,7 +19,10 @@ def git_info(root: Path) -> dict[str, str]:
     if commit is None:
         return {"git.commit": "unknown", "git.dirty": "unknown"}
     status = _git(root, "status", "--porcelain", "--untracked-files=no")
-    return {"git.commit": commit, "git.dirty": "unknown" if status is None else str(bool(status)).lower()}
+    return {
+        "git.commit": commit,
+        "git.dirty": "unknown" if status is None else str(bool(status)).lower(),
+    }
 
 
 def hydra_overrides() -> list[str]:

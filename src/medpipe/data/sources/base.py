@@ -15,7 +15,7 @@ class SourceData:
     kind: str
     classes: list[str]
     scale: float = 255.0
-    info: dict[str, Any] = field(default_factory=dict)   # provenance: file, sha256, url, ...
+    info: dict[str, Any] = field(default_factory=dict)  # provenance: file, sha256, url, ...
 
 
 class Source:

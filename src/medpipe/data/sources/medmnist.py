@@ -110,21 +110,35 @@ class MedMNISTSource(Source):
         raw = read_medmnist_npz(path)
         splits = {s: Split(_to_channels_first(raw[s][0], kind, path, s), raw[s][1]) for s in SPLITS}
         if info is not None:
-            task, classes = ("multiclass" if info.task == "ordinal" else info.task), list(info.classes)
+            task, classes = (
+                ("multiclass" if info.task == "ordinal" else info.task),
+                list(info.classes),
+            )
         else:
             task, classes = _infer_task(splits)
         for s in SPLITS:
             splits[s].y = _labels(splits[s].y, task, len(classes), path, s)
         scale = 255.0 if splits["train"].x.dtype == np.uint8 else 1.0
-        return SourceData(splits, task, kind, classes, scale,
-                          info={"file": str(path), "flag": self.cfg["flag"],
-                                "size": int(self.cfg.get("size", 28))})
+        return SourceData(
+            splits,
+            task,
+            kind,
+            classes,
+            scale,
+            info={
+                "file": str(path),
+                "flag": self.cfg["flag"],
+                "size": int(self.cfg.get("size", 28)),
+            },
+        )
 
 
 def read_medmnist_npz(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Read and check the six arrays of a MedMNIST npz; every problem names the file and key."""
     if not zipfile.is_zipfile(path):
-        raise DataError(f"{path}: not an .npz archive (no zip structure; truncated or another format?)")
+        raise DataError(
+            f"{path}: not an .npz archive (no zip structure; truncated or another format?)"
+        )
     try:
         npz = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
@@ -144,7 +158,9 @@ def read_medmnist_npz(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             try:
                 x, y = npz[f"{s}_images"], npz[f"{s}_labels"]
             except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
-                raise DataError(f"{path}: cannot read split '{s}' ({type(err).__name__}: {err})") from None
+                raise DataError(
+                    f"{path}: cannot read split '{s}' ({type(err).__name__}: {err})"
+                ) from None
             if len(x) != len(y):
                 raise DataError(
                     f"{path}: {s}_images has {len(x)} images but {s}_labels has {len(y)} labels"
@@ -161,7 +177,9 @@ def _to_channels_first(x: np.ndarray, kind: str, path: Path, split: str) -> np.n
             return x[:, None]
         if x.ndim == 4 and x.shape[-1] in (1, 3):
             return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-        raise DataError(f"{path}: {split}_images has shape {x.shape}; 2D data needs (N,H,W) or (N,H,W,C)")
+        raise DataError(
+            f"{path}: {split}_images has shape {x.shape}; 2D data needs (N,H,W) or (N,H,W,C)"
+        )
     if kind == "volume":
         if x.ndim == 4:
             return x[:, None]
@@ -180,12 +198,16 @@ def _infer_task(splits: dict[str, Split]) -> tuple[str, list[str]]:
 def _labels(y: np.ndarray, task: str, n_classes: int, path: Path, split: str) -> np.ndarray:
     if task == "multilabel":
         if y.ndim != 2 or y.shape[1] != n_classes:
-            raise DataError(f"{path}: {split}_labels has shape {y.shape}; expected (N, {n_classes}) multi-hot")
+            raise DataError(
+                f"{path}: {split}_labels has shape {y.shape}; expected (N, {n_classes}) multi-hot"
+            )
         return y.astype(np.float32)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
-        raise DataError(f"{path}: {split}_labels has shape {y.shape}; expected (N,) or (N, 1) class indices")
+        raise DataError(
+            f"{path}: {split}_labels has shape {y.shape}; expected (N,) or (N, 1) class indices"
+        )
     y = y.astype(np.int64)
     bad = (y < 0) | (y >= n_classes)
     if bad.any():

@@ -20,13 +20,14 @@ from medpipe.data.sources.base import Source, SourceData
 CLASSES = ["no lesion", "lesion"]
 
 
-def make_lesion_images(n: int, size: int, prevalence: float, noise: float, rng: np.random.Generator
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def make_lesion_images(
+    n: int, size: int, prevalence: float, noise: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Return uint8 images (n, 1, size, size) and int64 labels (n,)."""
     k_max = 4
     labels = (rng.random(n) < prevalence).astype(np.int64)
     counts = rng.integers(2, k_max + 1, size=n)
-    present = np.arange(k_max)[None, :] < counts[:, None]                  # (n, k)
+    present = np.arange(k_max)[None, :] < counts[:, None]  # (n, k)
     margin = 4.0
     cy = rng.uniform(margin, size - 1 - margin, (n, k_max))
     cx = rng.uniform(margin, size - 1 - margin, (n, k_max))
@@ -50,14 +51,17 @@ def make_lesion_images(n: int, size: int, prevalence: float, noise: float, rng: 
     u = c * dx + s * dy
     v = -s * dx + c * dy
     blobs = amp[..., None, None] * np.exp(
-        -0.5 * ((u / s_a[..., None, None]) ** 2 + (v / s_b[..., None, None]) ** 2))
-    objects = (blobs * present[..., None, None]).sum(axis=1)                 # (n, H, W)
+        -0.5 * ((u / s_a[..., None, None]) ** 2 + (v / s_b[..., None, None]) ** 2)
+    )
+    objects = (blobs * present[..., None, None]).sum(axis=1)  # (n, H, W)
 
     background = gaussian_filter(rng.standard_normal((n, size, size)), sigma=(0, 3, 3))
     background /= background.std(axis=(1, 2), keepdims=True) + 1e-8
     gain = rng.uniform(0.75, 1.25, (n, 1, 1))
     offset = rng.uniform(-0.15, 0.15, (n, 1, 1))
-    img = gain * (0.25 * background + objects) + offset + noise * rng.standard_normal((n, size, size))
+    img = (
+        gain * (0.25 * background + objects) + offset + noise * rng.standard_normal((n, size, size))
+    )
     lo, hi = -0.8, 2.2
     x = np.clip((img - lo) / (hi - lo) * 255.0, 0, 255).round().astype(np.uint8)
     return x[:, None], labels
@@ -75,8 +79,15 @@ class SyntheticLesionsSource(Source):
         for i, split in enumerate(SPLITS):
             # One independent stream per split: changing n_train leaves val and test unchanged.
             rng = np.random.default_rng([int(c["seed"]), i])
-            x, y = make_lesion_images(sizes[split], int(c["image_size"]), float(c["prevalence"]),
-                                      float(c["noise"]), rng)
+            x, y = make_lesion_images(
+                sizes[split], int(c["image_size"]), float(c["prevalence"]), float(c["noise"]), rng
+            )
             splits[split] = Split(x, y)
-        return SourceData(splits, "binary", "image", list(CLASSES), 255.0,
-                          info={"generator": "synthetic_lesions", "seed": int(c["seed"])})
+        return SourceData(
+            splits,
+            "binary",
+            "image",
+            list(CLASSES),
+            255.0,
+            info={"generator": "synthetic_lesions", "seed": int(c["seed"])},
+        )

@@ -12,16 +12,26 @@ class SimpleCNN(nn.Module):
     """Conv(k x k, 'same')-[BN]-ReLU-MaxPool(2) per entry of `channels`, then flatten,
     Dense(hidden)-ReLU-Dropout and a linear output layer. 2D (image) input (B, C, H, W)."""
 
-    def __init__(self, in_channels: int, num_outputs: int, spatial_shape: Sequence[int],
-                 channels: Sequence[int] = (32, 64, 128), kernel_size: int = 3, hidden: int = 512,
-                 dropout: float = 0.5, batch_norm: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        num_outputs: int,
+        spatial_shape: Sequence[int],
+        channels: Sequence[int] = (32, 64, 128),
+        kernel_size: int = 3,
+        hidden: int = 512,
+        dropout: float = 0.5,
+        batch_norm: bool = False,
+    ):
         super().__init__()
         if len(spatial_shape) != 2:
             raise ValueError(f"SimpleCNN reads 2D images; got spatial shape {tuple(spatial_shape)}")
         layers: list[nn.Module] = []
         c_in = in_channels
         for c_out in channels:
-            layers.append(nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=not batch_norm))
+            layers.append(
+                nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=not batch_norm)
+            )
             if batch_norm:
                 layers.append(nn.BatchNorm2d(c_out))
             layers += [nn.ReLU(inplace=True), nn.MaxPool2d(2)]
@@ -30,7 +40,9 @@ class SimpleCNN(nn.Module):
         with torch.no_grad():
             n_flat = self.features(torch.zeros(1, in_channels, *spatial_shape)).numel()
         if n_flat == 0:
-            raise ValueError(f"{len(channels)} pooling blocks leave nothing of a {tuple(spatial_shape)} image")
+            raise ValueError(
+                f"{len(channels)} pooling blocks leave nothing of a {tuple(spatial_shape)} image"
+            )
         head: list[nn.Module] = [nn.Flatten()]
         if hidden > 0:
             head += [nn.Linear(n_flat, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)]
