@@ -58,8 +58,8 @@ def run_cli(
     module: str, *args: str, timeout: float = 600, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """Run `python -m medpipe.<module> args` from the repository root, as a user would."""
-    full_env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", **(env or {})}
-    full_env.pop("MLFLOW_TRACKING_URI", None)
+    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    full_env.update({"NO_ALBUMENTATIONS_UPDATE": "1", **(env or {})})
     return subprocess.run(
         [sys.executable, "-m", f"medpipe.{module}", *args],
         cwd=REPO,

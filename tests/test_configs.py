@@ -97,7 +97,8 @@ def test_help_lists_the_config_groups():
     assert out.returncode == 0, out.stderr
     for group in [
         "model: cnn, linear, resnet18",
-        "trainer: cpu, ddp, default, gpu",
+        "trainer: cpu, ddp, ddp_spawn, default, gpu",
+        "hparams_search: synthetic_tpe",
         "logger: csv, mlflow, none",
     ]:
         assert group in out.stdout

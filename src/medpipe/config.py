@@ -341,6 +341,23 @@ def _validate_train(c: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _multirun_problems(c: dict[str, Any]) -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode != RunMode.MULTIRUN:
+            return []
+        launcher = str(OmegaConf.select(hc, "launcher._target_") or "")
+    except Exception:  # noqa: BLE001 - not inside a Hydra app
+        return []
+    from medpipe.tracking.sweep import multirun_ddp_problem
+
+    problem = multirun_ddp_problem(_section(c, "trainer"), launcher)
+    return [problem] if problem else []
+
+
 def validate(cfg: DictConfig | dict[str, Any], config_name: str = "train") -> None:
     """Raise ConfigError listing every problem of the composed config (nothing heavy imported)."""
     try:
@@ -349,6 +366,7 @@ def validate(cfg: DictConfig | dict[str, Any], config_name: str = "train") -> No
         raise ConfigError(f"cannot resolve the config: {err}".splitlines()[0]) from None
     if config_name == "train":
         problems = _validate_train(c)
+        problems += _multirun_problems(c)
     elif config_name == "evaluate":
         problems = _errors("", EvaluateCfg, c)
         problems = [p.removeprefix(".") for p in problems]

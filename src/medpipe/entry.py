@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,16 @@ from omegaconf import DictConfig
 
 from medpipe.errors import ConfigError, MedpipeError
 from medpipe.paths import conf_dir, export_root
+
+
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:  # noqa: BLE001 - outside a Hydra app
+        return False
 
 
 def report_and_exit(err: MedpipeError, code: int = 2) -> None:
@@ -52,12 +63,27 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
     def decorate(fn: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         def task(cfg: DictConfig) -> Any:
             from medpipe.config import validate
+            from medpipe.tracking import store
 
+            store.CURRENT["run_id"] = None
+            sweeping = _in_multirun()
             try:
                 validate(cfg, config_name)
                 return fn(cfg)
-            except MedpipeError as err:
-                report_and_exit(err)
+            except Exception as err:
+                if not sweeping:
+                    if isinstance(err, MedpipeError):
+                        report_and_exit(err)
+                    raise
+                # In a sweep a failed job is recorded (FAILED in MLflow) and the sweep goes on.
+                if isinstance(err, MedpipeError):
+                    for line in err.lines():
+                        print(f"medpipe: error: {line}", file=sys.stderr)
+                else:
+                    traceback.print_exc()
+                if config_name == "train" and store.CURRENT["run_id"] is None:
+                    store.record_failed_job(cfg, err)
+                return float("nan")
 
         def main() -> Any:
             export_root()

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,13 @@ from medpipe.data.datamodule import MedDataModule
 from medpipe.data.prepare import prepare_dataset
 from medpipe.data.processed import DatasetMeta
 from medpipe.data.transforms import build_albumentations
+from medpipe.dvc_provenance import dvc_tags
 from medpipe.errors import ConfigError, DataError
 from medpipe.evaluation.report import write_test_report
 from medpipe.models.classification import ClassificationTask, InferenceModel, num_outputs
 from medpipe.paths import project_root
 from medpipe.tracking.provenance import git_info, hydra_overrides
+from medpipe.tracking.sweep import PARENT_ENV
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +130,26 @@ def _run_tags(cfg: dict[str, Any], meta: DatasetMeta, extra: dict[str, str]) -> 
         "data.fingerprint": meta.fingerprint,
         "model.name": str(cfg["model"].get("name")),
         "hydra.overrides": " ".join(hydra_overrides()) or "(none)",
+        **dvc_tags(cfg["paths"]["processed_dir"]),  # dvc.stage, dvc.data.md5 under DVC
     }
     tags.update({str(k): str(v) for k, v in (cfg.get("tags") or {}).items()})
     tags.update(extra)
+    parent = os.environ.get(PARENT_ENV)
+    if parent:  # a job of a sweep: nest it under the sweep's parent run
+        tags["mlflow.parentRunId"] = parent
+        tags["sweep.job_num"] = str(_job_num())
+    if cfg.get("optuna_trial") is not None:
+        tags["optuna.trial"] = str(cfg["optuna_trial"])
     return tags
+
+
+def _job_num() -> int | str:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().job.num
+    except Exception:  # noqa: BLE001 - outside Hydra
+        return ""
 
 
 def _create_run(cfg: dict[str, Any], meta: DatasetMeta):
@@ -139,10 +158,13 @@ def _create_run(cfg: dict[str, Any], meta: DatasetMeta):
     mcfg = cfg["logger"]["mlflow"] or {}
     mlflow_dir = cfg["paths"]["mlflow_dir"]
     uri = tracking_uri(mcfg.get("tracking_uri"), mlflow_dir)
+    name = cfg.get("run_name") or f"{cfg['model']['name']}-{meta.name}"
+    if os.environ.get(PARENT_ENV):
+        name = f"{name}-{_job_num()}"
     return MlflowRun.create(
         uri=uri,
         experiment_name=cfg["experiment_name"],
-        run_name=cfg.get("run_name") or f"{cfg['model']['name']}-{meta.name}",
+        run_name=name,
         artifact_location=default_artifact_location(uri, mcfg.get("artifact_location"), mlflow_dir),
         tags=_run_tags(cfg, meta, {}),
         params=cfg,
@@ -209,6 +231,8 @@ def train(cfg: DictConfig) -> float | None:
         else:
             best = float(trainer.callback_metrics.get(monitor, math.nan))
 
+        if run is not None and math.isfinite(best):
+            run.client.log_metric(run.run_id, f"best/{monitor}", best)
         test_metrics: dict[str, float] = {}
         if c.get("test_after_fit", True):
             results = trainer.test(task, datamodule=dm, ckpt_path=best_path or None, verbose=False)

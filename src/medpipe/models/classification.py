@@ -104,7 +104,16 @@ class ClassificationTask(L.LightningModule):
         logits = self(x)
         loss = self.loss(logits, y)
         self.train_acc.update(self.probabilities(logits.detach()), self._metric_target(y))
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        # Epoch-level only: accumulated on the device, reduced (and synced across ranks) once per epoch.
+        self.log(
+            "train/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(x),
+            sync_dist=True,
+        )
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(x))
         return loss
 
@@ -118,6 +127,7 @@ class ClassificationTask(L.LightningModule):
             on_epoch=True,
             prog_bar=split == "val",
             batch_size=len(x),
+            sync_dist=True,
         )
         probs = self.probabilities(logits)
         metrics.update(probs, self._metric_target(y))

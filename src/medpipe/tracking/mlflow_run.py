@@ -5,45 +5,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger
 
+from medpipe.tracking import store
+from medpipe.tracking.store import MAX_PARAM_LEN, default_artifact_location, flatten, tracking_uri
+
+__all__ = [
+    "EpochStepMLFlowLogger",
+    "MlflowRun",
+    "default_artifact_location",
+    "flatten",
+    "tracking_uri",
+]
 log = logging.getLogger(__name__)
-MAX_PARAM_LEN = 6000
-
-
-def tracking_uri(cfg_uri: str | None, mlflow_dir: str) -> str:
-    """Config value > $MLFLOW_TRACKING_URI > the embedded sqlite store under paths.mlflow_dir."""
-    if cfg_uri:
-        return cfg_uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    folder = Path(mlflow_dir).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'mlflow.db'}"
-
-
-def default_artifact_location(uri: str, cfg_location: str | None, mlflow_dir: str) -> str | None:
-    if cfg_location:
-        return cfg_location
-    if uri.startswith("sqlite:"):
-        return (Path(mlflow_dir).resolve() / "artifacts").as_uri()
-    return None  # a server decides
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
-            out.update(flatten(v, f"{key}."))
-        else:
-            out[key] = v
-    return out
 
 
 class EpochStepMLFlowLogger(MLFlowLogger):
@@ -85,6 +63,7 @@ class MlflowRun:
             synchronous=synchronous,
         )
         run = cls(logger)
+        store.CURRENT["run_id"] = run.run_id
         run.log_params(params)
         return run
 

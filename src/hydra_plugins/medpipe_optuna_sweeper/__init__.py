@@ -1,0 +1,1 @@
+"""medpipe's Hydra sweeper on current Optuna (hydra/sweeper=optuna_tpe)."""

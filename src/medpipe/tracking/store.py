@@ -1,0 +1,95 @@
+"""Light tracking helpers (no torch, no Lightning): where the store is, and job bookkeeping."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+MAX_PARAM_LEN = 6000
+CURRENT: dict[str, str | None] = {"run_id": None}  # the MLflow run created by the current job
+
+
+def tracking_uri(cfg_uri: str | None, mlflow_dir: str) -> str:
+    """Config value > $MLFLOW_TRACKING_URI > the embedded sqlite store under paths.mlflow_dir."""
+    if cfg_uri:
+        return cfg_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    folder = Path(mlflow_dir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def default_artifact_location(uri: str, cfg_location: str | None, mlflow_dir: str) -> str | None:
+    if cfg_location:
+        return cfg_location
+    if uri.startswith("sqlite:"):
+        return (Path(mlflow_dir).resolve() / "artifacts").as_uri()
+    return None  # a server decides
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def record_failed_job(cfg, err: BaseException) -> str | None:
+    """A sweep job that failed before its run existed still gets a FAILED run, with the error."""
+    from omegaconf import OmegaConf
+
+    from medpipe.tracking.sweep import PARENT_ENV
+
+    try:
+        logger = cfg.get("logger") or {}
+        if "mlflow" not in logger:
+            return None
+        from mlflow import MlflowClient
+
+        mcfg = logger.get("mlflow") or {}
+        mlflow_dir = str(cfg.paths.mlflow_dir)
+        uri = tracking_uri(mcfg.get("tracking_uri"), mlflow_dir)
+        client = MlflowClient(uri)
+        name = str(cfg.experiment_name)
+        exp = client.get_experiment_by_name(name)
+        exp_id = (
+            exp.experiment_id
+            if exp
+            else client.create_experiment(
+                name, default_artifact_location(uri, mcfg.get("artifact_location"), mlflow_dir)
+            )
+        )
+        from medpipe.tracking.provenance import hydra_overrides
+
+        tags = {
+            "error": str(err).splitlines()[0][:5000] if str(err) else type(err).__name__,
+            "hydra.overrides": " ".join(hydra_overrides()) or "(none)",
+        }
+        if os.environ.get(PARENT_ENV):
+            tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
+        run = client.create_run(exp_id, run_name=f"failed-{cfg.model.name}", tags=tags)
+        try:
+            params = flatten(OmegaConf.to_container(cfg, resolve=True))
+            client.log_batch(
+                run.info.run_id,
+                params=[
+                    __import__("mlflow").entities.Param(k, str(v)[:MAX_PARAM_LEN])
+                    for k, v in params.items()
+                ][:100],
+            )
+        except Exception:  # noqa: BLE001 - the config itself may be what failed
+            pass
+        client.set_terminated(run.info.run_id, "FAILED")
+        return run.info.run_id
+    except Exception as tracking_err:  # noqa: BLE001 - never hide the job's own error
+        log.warning("could not record the failed job in MLflow: %s", tracking_err)
+        return None

@@ -1,0 +1,200 @@
+"""One MLflow parent run per Hydra multirun: every job's run is nested under it, and at the end it
+holds a summary table of its children sorted by the optimised metric and the id of the best one.
+
+Registered as a Hydra callback in conf/hydra/default.yaml. Jobs find the parent through the
+environment variable MEDPIPE_SWEEP_PARENT_RUN_ID, which local, joblib and SLURM jobs all inherit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import csv
+import io
+import math
+import os
+import sys
+import time
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+PARENT_ENV = "MEDPIPE_SWEEP_PARENT_RUN_ID"
+
+
+def multirun_ddp_problem(trainer: dict[str, Any], launcher_target: str) -> str | None:
+    """Why `trainer` cannot run inside this multirun, or None.
+
+    Lightning's `ddp` relaunches the script's command line once per extra device, so inside a
+    multirun every rank would run the whole sweep. ddp_spawn, SLURM (submitit: one task per rank)
+    and single-device runs are fine.
+    """
+    strategy = str(trainer.get("strategy", "auto"))
+    devices = trainer.get("devices", 1)
+    many = (
+        (isinstance(devices, int) and devices > 1)
+        or isinstance(devices, list)
+        and len(devices) > 1
+        or devices in ("auto", -1, "-1")
+        or int(trainer.get("num_nodes", 1) or 1) > 1
+    )
+    if (
+        strategy.startswith("ddp")
+        and "spawn" not in strategy
+        and many
+        and "submitit" not in launcher_target
+    ):
+        return (
+            "trainer.strategy: 'ddp' on several devices cannot run inside a Hydra multirun "
+            "(Lightning relaunches the command once per device, so every rank would run the whole "
+            "sweep); use trainer=ddp_spawn, hydra/launcher=slurm (one task per rank), or one "
+            "process per job (e.g. dvc exp run --queue)"
+        )
+    return None
+
+
+def _tracking(config: DictConfig) -> tuple[str, str | None] | None:
+    from medpipe.tracking.store import default_artifact_location, tracking_uri
+
+    logger = config.get("logger") or {}
+    if "mlflow" not in logger:
+        return None
+    mcfg = logger.get("mlflow") or {}
+    mlflow_dir = str(config.paths.mlflow_dir)
+    uri = tracking_uri(mcfg.get("tracking_uri"), mlflow_dir)
+    return uri, default_artifact_location(uri, mcfg.get("artifact_location"), mlflow_dir)
+
+
+class MlflowSweepCallback(Callback):
+    def __init__(self) -> None:
+        self.parent: str | None = None
+        self.client = None
+
+    # -- start -----------------------------------------------------------------------------------
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
+        trainer = OmegaConf.to_container(config.get("trainer") or {}, resolve=False)
+        if problem := multirun_ddp_problem(trainer, launcher):  # type: ignore[arg-type]
+            print(f"medpipe: error: {problem}", file=sys.stderr)
+            sys.exit(2)
+        tracking = _tracking(config)
+        if tracking is None:
+            return
+        from mlflow import MlflowClient
+
+        from medpipe.paths import project_root
+        from medpipe.tracking.provenance import git_info
+
+        uri, artifact_location = tracking
+        self.client = MlflowClient(uri)
+        name = str(config.experiment_name)
+        exp = self.client.get_experiment_by_name(name)
+        exp_id = (
+            exp.experiment_id if exp else self.client.create_experiment(name, artifact_location)
+        )
+        overrides = list(OmegaConf.select(config, "hydra.overrides.task") or [])
+        tags = {
+            "medpipe.sweep": "true",
+            "sweep.overrides": " ".join(overrides) or "(none)",
+            "sweep.sweeper": str(OmegaConf.select(config, "hydra.sweeper._target_") or ""),
+            "sweep.launcher": launcher,
+            "sweep.monitor": str(config.monitor),
+            **git_info(project_root()),
+        }
+        run = self.client.create_run(
+            exp_id, run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags
+        )
+        self.parent = run.info.run_id
+        self.experiment_id = exp_id
+        os.environ[PARENT_ENV] = self.parent
+        atexit.register(self._abandon)
+        print(f"MLflow sweep parent run {self.parent} in experiment '{name}'")
+
+    def _abandon(self) -> None:
+        """Interrupted before on_multirun_end: never leave the parent RUNNING."""
+        if self.parent and self.client is not None:
+            self.client.set_terminated(self.parent, "KILLED")
+            self.parent = None
+
+    # -- end ---------------------------------------------------------------------------------------
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not self.parent or self.client is None:
+            return
+        parent, client = self.parent, self.client
+        monitor, mode = str(config.monitor), str(config.monitor_mode)
+        best_key = f"best/{monitor}"
+        children = client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
+            max_results=10000,
+        )
+
+        def score(run) -> float:
+            v = run.data.metrics.get(best_key, math.nan)
+            return v if run.info.status == "FINISHED" else math.nan
+
+        ok = [r for r in children if not math.isnan(score(r))]
+        ok.sort(key=score, reverse=mode == "max")
+        failed = [r for r in children if r not in ok]
+        split = {r.info.run_id: r.data.tags.get("hydra.overrides", "").split() for r in children}
+        common = set.intersection(*(set(v) for v in split.values())) if split else set()
+        rows = []
+        for rank, r in enumerate(ok + failed, 1):
+            rows.append(
+                {
+                    "rank": rank if r in ok else "",
+                    "run_id": r.info.run_id,
+                    "run_name": r.info.run_name,
+                    "status": r.info.status,
+                    "overrides": " ".join(o for o in split[r.info.run_id] if o not in common),
+                    best_key: r.data.metrics.get(best_key, ""),
+                    "test/auroc": r.data.metrics.get("test/auroc", ""),
+                    "error": r.data.tags.get("error", ""),
+                }
+            )
+        client.log_text(parent, _markdown(rows), "sweep_summary.md")
+        client.log_text(parent, _csv(rows), "sweep_summary.csv")
+        client.set_tag(parent, "sweep.n_jobs", str(len(children)))
+        client.set_tag(parent, "sweep.n_failed", str(len(failed)))
+        if ok:
+            best = ok[0]
+            client.set_tag(parent, "sweep.best_run_id", best.info.run_id)
+            client.log_metric(parent, best_key, score(best))
+            client.set_tag(best.info.run_id, "sweep.best", "true")
+        client.set_terminated(parent, "FINISHED" if ok else "FAILED")
+        self.parent = None
+        os.environ.pop(PARENT_ENV, None)
+        print(_markdown(rows), end="")
+        if ok:
+            print(
+                f"best: {ok[0].info.run_name} ({ok[0].info.run_id}) {best_key} = {score(ok[0]):.4f}"
+            )
+        if failed:
+            print(
+                f"medpipe: error: sweep: {len(failed)} of {len(children)} jobs failed "
+                f"(parent run {parent})",
+                file=sys.stderr,
+            )
+            sys.exit(1)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no runs)\n"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r[c]).replace("|", "/") for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return buf.getvalue()

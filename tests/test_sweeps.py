@@ -1,0 +1,267 @@
+"""Sweeps nest their jobs under one MLflow parent run; Optuna searches; DDP on CPU processes."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli
+
+TINY = [
+    "trainer.max_epochs=1",
+    "data.n_train=256",
+    "data.n_val=128",
+    "data.n_test=128",
+    "callbacks.progress_bar=none",
+    "log_model=false",
+]
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def _store(root: Path) -> str:
+    return f"sqlite:///{root / 'logs' / 'mlflow' / 'mlflow.db'}"
+
+
+def _family(client, experiment: str):
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("medpipe.sweep") == "true"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def test_sweep_nests_four_jobs_under_one_parent_with_a_ranked_summary(tmp_path):
+    out = run_cli(
+        "train",
+        "-m",
+        "model=cnn,linear",
+        "optimizer.lr=1e-3,3e-4",
+        *TINY,
+        f"paths.root_dir={tmp_path}",
+        "experiment_name=grid",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = _client(_store(tmp_path))
+    parents, children = _family(client, "grid")
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert all(c.info.status == "FINISHED" for c in children)
+    combos = {(c.data.params["model.name"], c.data.params["optimizer.lr"]) for c in children}
+    assert combos == {
+        ("cnn", "0.001"),
+        ("cnn", "0.0003"),
+        ("linear", "0.001"),
+        ("linear", "0.0003"),
+    }
+    assert "model=cnn,linear" in parent.data.tags["sweep.overrides"]
+    best = max(children, key=lambda c: c.data.metrics["best/val/auroc"])
+    assert parent.data.tags["sweep.best_run_id"] == best.info.run_id
+    assert best.data.tags.get("sweep.best") == "true"
+    assert parent.data.metrics["best/val/auroc"] == pytest.approx(
+        best.data.metrics["best/val/auroc"]
+    )
+    summary = Path(client.download_artifacts(parent.info.run_id, "sweep_summary.md")).read_text()
+    rows = [line for line in summary.splitlines() if line.startswith("| ") and "run_id" not in line]
+    assert len(rows) == 4 and best.info.run_id in rows[0]
+    values = [float(r.split("|")[6]) for r in rows]
+    assert values == sorted(values, reverse=True)
+
+
+def test_a_failed_job_is_recorded_failed_and_the_sweep_goes_on(tmp_path):
+    out = run_cli(
+        "train",
+        "-m",
+        "optimizer.lr=-1,1e-3",
+        *TINY,
+        f"paths.root_dir={tmp_path}",
+        "experiment_name=partly",
+    )
+    assert out.returncode == 1
+    assert "optimizer.lr: Input should be greater than 0 (got -1)" in out.stderr
+    assert "sweep: 1 of 2 jobs failed" in out.stderr
+    parents, children = _family(_client(_store(tmp_path)), "partly")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    status = {
+        c.data.params.get("optimizer.lr", c.data.tags.get("hydra.overrides")): c.info.status
+        for c in children
+    }
+    assert sorted(status.values()) == ["FAILED", "FINISHED"]
+    failed = next(c for c in children if c.info.status == "FAILED")
+    assert "greater than 0" in failed.data.tags["error"]
+
+
+def test_multirun_with_ddp_on_several_devices_is_refused(tmp_path):
+    out = run_cli(
+        "train", "-m", "trainer=ddp", "optimizer.lr=1e-3,3e-4", f"paths.root_dir={tmp_path}"
+    )
+    assert out.returncode == 2
+    lines = [x for x in out.stderr.splitlines() if x.startswith("medpipe: error:")]
+    assert (
+        len(lines) == 1 and "trainer=ddp_spawn" in lines[0] and "hydra/launcher=slurm" in lines[0]
+    )
+    assert not (tmp_path / "logs" / "mlflow").exists()
+
+
+def test_optuna_search_space_follows_the_hydra_sweeper_syntax():
+    import optuna
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.medpipe_optuna_sweeper.optuna_sweeper import Dimension
+
+    parser = OverridesParser.create()
+    dims = [
+        Dimension(o)
+        for o in parser.parse_overrides(
+            [
+                "optimizer.lr=tag(log, interval(1e-4, 1e-2))",
+                "data.batch_size=choice(32, 64)",
+                "model.net.hidden=range(128, 513, 128)",
+                "augmentation=none,light",
+            ]
+        )
+    ]
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    trial = study.ask()
+    values = {d.key: d.suggest(trial) for d in dims}
+    assert 1e-4 <= values["optimizer.lr"] <= 1e-2 and dims[0].log
+    assert values["data.batch_size"] in (32, 64) and isinstance(values["data.batch_size"], int)
+    assert values["model.net.hidden"] in (128, 256, 384, 512)
+    assert values["augmentation"] in ("none", "light")
+
+
+@pytest.mark.slow
+def test_optuna_search_of_eight_trials_tags_its_best_trial(tmp_path):
+    out = run_cli(
+        "train",
+        "hparams_search=synthetic_tpe",
+        "trainer.max_epochs=2",
+        "data.n_train=512",
+        "data.n_val=256",
+        "data.n_test=256",
+        "callbacks.progress_bar=none",
+        "log_model=false",
+        f"paths.root_dir={tmp_path}",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "optuna: 8/8 trials complete" in out.stdout
+    parents, children = _family(_client(_store(tmp_path)), "synthetic_tpe")
+    assert len(parents) == 1 and len(children) == 8
+    assert sorted(int(c.data.tags["optuna.trial"]) for c in children) == list(range(8))
+    best = [c for c in children if c.data.tags.get("sweep.best") == "true"]
+    assert len(best) == 1 and parents[0].data.tags["sweep.best_run_id"] == best[0].info.run_id
+    lrs = {c.data.params["optimizer.lr"] for c in children}
+    assert len(lrs) == 8, "each trial samples its own learning rate"
+    results = next((tmp_path / "logs" / "multiruns").rglob("optimization_results.yaml")).read_text()
+    assert f"best_trial: {best[0].data.tags['optuna.trial']}" in results
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_matches_one_process_with_the_same_global_batch(tmp_path):
+    common = [
+        "data.n_train=256",
+        "data.n_val=128",
+        "data.n_test=128",
+        "model.net.dropout=0",
+        "optimizer.lr=3e-3",
+        "trainer.max_epochs=3",
+        "callbacks.progress_bar=none",
+        "log_model=false",
+        f"paths.root_dir={tmp_path}",
+    ]
+    single = run_cli(
+        "train",
+        *common,
+        "data.batch_size=64",
+        f"paths.output_dir={tmp_path}/single",
+        "experiment_name=single",
+    )
+    ddp = run_cli(
+        "train",
+        *common,
+        "trainer=ddp",
+        "trainer.devices=2",
+        "data.batch_size=32",
+        f"paths.output_dir={tmp_path}/ddp",
+        "experiment_name=ddp",
+    )
+    assert single.returncode == 0 and ddp.returncode == 0, ddp.stderr[-3000:]
+    a = json.loads((tmp_path / "single" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    history = (tmp_path / "ddp" / "history.csv").read_text().splitlines()
+    assert len(history) == 4
+    assert history[1].split(",")[1] != history[3].split(",")[1], "training must move the model"
+    for key in [k for k in a if k.startswith("val/")]:
+        assert b[key] == pytest.approx(a[key], abs=1e-5), key
+    client = _client(_store(tmp_path))
+    exp = client.get_experiment_by_name("ddp")
+    assert len(client.search_runs([exp.experiment_id])) == 1, "rank zero alone tracks the run"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_parallel_joblib_jobs_against_a_local_mlflow_server(tmp_path):
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    server = subprocess.Popen(
+        [
+            str(mlflow_bin),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        import urllib.request
+
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        out = run_cli(
+            "train",
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "optimizer.lr=1e-3,3e-4",
+            *TINY,
+            f"paths.root_dir={tmp_path}",
+            "experiment_name=parallel",
+            env={"MLFLOW_TRACKING_URI": uri},
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        parents, children = _family(_client(uri), "parallel")
+        assert len(parents) == 1 and len(children) == 2
+        assert all(c.info.status == "FINISHED" for c in children)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
