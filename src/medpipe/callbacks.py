@@ -30,7 +30,7 @@ class EpochLine(Callback):
     """One plain line per epoch (for CI logs and files): main metrics, epoch time and ETA."""
 
     def __init__(self, stream=None):
-        self.stream = stream or sys.stdout
+        self._stream = stream  # None: sys.stdout at print time (keeps the callback picklable for ddp_spawn)
         self._t0 = self._fit_t0 = 0.0
 
     def on_fit_start(self, trainer, pl_module):
@@ -50,7 +50,7 @@ class EpochLine(Callback):
         eta = elapsed / epoch * (total - epoch) if total and total > 0 else math.nan
         parts = [f"epoch {epoch}/{total}"] + [f"{k} {m[k]:.4f}" for k in SHOWN if k in m]
         parts += [f"{took:.1f}s", f"eta {eta:.0f}s"]
-        print(" | ".join(parts), file=self.stream, flush=True)
+        print(" | ".join(parts), file=self._stream or sys.stdout, flush=True)
 
 
 class HistoryWriter(Callback):

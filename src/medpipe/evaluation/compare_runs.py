@@ -1,0 +1,413 @@
+"""Compare the MLflow runs of an experiment (or of one sweep): the parameters that differ between
+them and their main metrics, sorted by one key, as an aligned table, GitHub markdown or CSV.
+
+Reads MLflow only (no torch). A sweep is a parent run; its jobs are the runs tagged
+`mlflow.parentRunId` = the parent's id. Parent runs themselves are summaries, not trainings, and are
+left out of the listing.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import io
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medpipe.errors import ConfigError
+
+MAIN_METRICS = ("val/auroc", "val/acc", "val/f1", "test/auroc", "test/acc", "test/f1")
+FORMATS = ("table", "md", "csv")
+ORDERS = ("auto", "desc", "asc")
+PARENT_TAG = "mlflow.parentRunId"
+SWEEP_TAG = "medpipe.sweep"  # set on the parent run of a Hydra multirun
+DEFAULT_IGNORE = ("paths.*",)  # differ between every pair of runs, say nothing about the experiment
+
+
+@dataclass
+class Comparison:
+    """The selected runs, sorted and cut to `top`, with the columns to show."""
+
+    experiment: str
+    uri: str
+    sweep: str | None  # the parent run id, or None for the whole experiment
+    sort: str
+    order: str  # desc | asc
+    total: int  # runs before the `top` cut
+    runs: list[Any]  # mlflow.entities.Run
+    params: list[str]
+    metrics: list[str]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def rows(self, short_ids: bool = True) -> list[dict[str, Any]]:
+        out = []
+        for rank, run in enumerate(self.runs, 1):
+            row: dict[str, Any] = {
+                "rank": rank,
+                "run": run.info.run_name,
+                "run_id": run.info.run_id[:8] if short_ids else run.info.run_id,
+                "status": run.info.status,
+            }
+            for p in self.params:
+                row[p] = run.data.params.get(p)
+            for m in self.metrics:
+                row[m] = run.data.metrics.get(m)
+            out.append(row)
+        return out
+
+    def caption(self) -> str:
+        where = f"sweep {self.sweep}" if self.sweep else "all runs"
+        shown = (
+            f"top {len(self.runs)} of {self.total}"
+            if len(self.runs) < self.total
+            else (f"{self.total} run{'s' if self.total != 1 else ''}")
+        )
+        return (
+            f"experiment '{self.experiment}' ({where}, {self.uri}): {shown}, "
+            f"sorted by {self.sort} {self.order}"
+        )
+
+
+# -- selecting -------------------------------------------------------------------------------------
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    # An unreachable server should fail in seconds, not after MLflow's default minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.is_file():
+            raise ConfigError(
+                f"tracking: no MLflow store at {db}; train first (python -m medpipe.train) or set "
+                "MLFLOW_TRACKING_URI to the server or store that holds the runs"
+            )
+    return MlflowClient(uri)
+
+
+def _all_runs(client, experiment_id: str) -> list[Any]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _find_experiment(client, name: str, uri: str):
+    try:
+        exp = client.get_experiment_by_name(name)
+        if exp is not None and exp.lifecycle_stage == "active":
+            return exp
+        names = sorted(e.name for e in client.search_experiments())
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - connection and store errors: one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"tracking: cannot read MLflow at {uri}: {first[:300]}") from None
+    raise ConfigError(
+        f"experiment_name: no MLflow experiment '{name}' at {uri}; "
+        f"experiments there: {', '.join(names) or '(none)'}"
+    )
+
+
+def parent_ids(runs: Iterable[Any]) -> set[str]:
+    """Ids of the sweep parent runs among `runs`: tagged as a sweep, or named by a child."""
+    runs = list(runs)
+    ids = {r.info.run_id for r in runs}
+    parents = {r.data.tags[PARENT_TAG] for r in runs if PARENT_TAG in r.data.tags}
+    parents |= {r.info.run_id for r in runs if r.data.tags.get(SWEEP_TAG) == "true"}
+    return parents & ids
+
+
+def _describe_parents(runs: list[Any], parents: set[str]) -> str:
+    found = sorted((r for r in runs if r.info.run_id in parents), key=lambda r: -_start(r))
+    if not found:
+        return "(none)"
+    names = [f"{r.info.run_id[:8]} ({r.info.run_name})" for r in found[:5]]
+    return ", ".join(names) + (", ..." if len(found) > 5 else "")
+
+
+def _start(run) -> int:
+    return run.info.start_time or 0
+
+
+def select_runs(
+    runs: list[Any], sweep: str | None, experiment: str
+) -> tuple[list[Any], str | None]:
+    """The runs to compare: the children of sweep `sweep` (an id, a unique id prefix, or
+    'latest'), or every run of the experiment except sweep parents when `sweep` is None."""
+    parents = parent_ids(runs)
+    if sweep is None or str(sweep) == "":
+        chosen = [r for r in runs if r.info.run_id not in parents]
+        if not chosen:
+            raise ConfigError(f"experiment_name: experiment '{experiment}' has no runs")
+        return chosen, None
+    sweep = str(sweep)
+    if sweep == "latest":
+        candidates = [r for r in runs if r.info.run_id in parents]
+        if not candidates:
+            raise ConfigError(
+                f"sweep=latest: experiment '{experiment}' has no sweep (no run has child runs); "
+                "run one with python -m medpipe.train -m ..., or leave sweep out to list every run"
+            )
+        parent = max(candidates, key=_start).info.run_id
+    else:
+        matches = [r.info.run_id for r in runs if r.info.run_id.startswith(sweep)]
+        if len(matches) != 1:
+            what = "no run" if not matches else f"{len(matches)} runs"
+            raise ConfigError(
+                f"sweep: {what} with id '{sweep}' in experiment '{experiment}'; sweep parent runs "
+                f"there: {_describe_parents(runs, parents)}; or sweep=latest"
+            )
+        parent = matches[0]
+    children = [r for r in runs if r.data.tags.get(PARENT_TAG) == parent]
+    if not children:
+        raise ConfigError(
+            f"sweep: run {parent} has no child runs in experiment '{experiment}'; sweep parent "
+            f"runs there: {_describe_parents(runs, parents)}"
+        )
+    return children, parent
+
+
+def _run_paths(run) -> list[str]:
+    """This run's own output folders (from its params): values under them are per-run paths."""
+    return [v for k, v in run.data.params.items() if k.startswith("paths.output") and len(v) > 1]
+
+
+def _override_keys(runs: Sequence[Any]) -> set[str]:
+    keys = set()
+    for r in runs:
+        for item in r.data.tags.get("hydra.overrides", "").split():
+            if "=" in item:
+                keys.add(item.split("=", 1)[0].lstrip("+~"))
+    return keys
+
+
+def _follows_group_choice(key: str, differing: list[str], runs: Sequence[Any]) -> bool:
+    """True when `key` (model.net.hidden) sits under a config group whose choice (model.name)
+    differs too and its value is the same in every run with the same choice: it differs only
+    because another network was chosen, which the group's name column already says."""
+    parts = key.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        name_key = ".".join(parts[:i]) + ".name"
+        if name_key == key:
+            return False
+        if name_key in differing:
+            seen: dict[str | None, str | None] = {}
+            for r in runs:
+                choice, value = r.data.params.get(name_key), r.data.params.get(key)
+                if seen.setdefault(choice, value) != value:
+                    return False
+            return True
+    return False
+
+
+def differing_params(runs: Sequence[Any], ignore: Iterable[str] = DEFAULT_IGNORE) -> list[str]:
+    """Parameter keys whose value (or presence) is not the same in all `runs`.
+
+    Left out: keys matching an `ignore` pattern, per-run paths (a value inside the run's own
+    output folder, such as the checkpoint folder) and keys that only follow a config group's choice
+    (the network's settings when `model.name` differs). The keys set on the command line come
+    first (`optimizer.lr`, and `model.name` for `model=...`), then the rest alphabetically.
+    """
+    ignore = list(ignore)
+    keys = sorted({k for r in runs for k in r.data.params})
+    out = []
+    for k in keys:
+        if any(fnmatch.fnmatchcase(k, pattern) for pattern in ignore):
+            continue
+        if len({r.data.params.get(k) for r in runs}) < 2:
+            continue
+        with_key = [r for r in runs if k in r.data.params]
+        if all(any(p in r.data.params[k] for p in _run_paths(r)) for r in with_key):
+            continue
+        out.append(k)
+    out = [k for k in out if not _follows_group_choice(k, out, runs)]
+    chosen = _override_keys(runs)
+
+    def priority(key: str) -> int:
+        if key in chosen:
+            return 0
+        group = key.rsplit(".", 1)[0]
+        return 1 if key.endswith(".name") and group in chosen else 2
+
+    return sorted(out, key=priority)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def _sort_runs(runs: list[Any], key: str, descending: bool, is_metric: bool) -> list[Any]:
+    def value(run):
+        v = run.data.metrics.get(key) if is_metric else run.data.params.get(key)
+        return (_number(v), None if v is None else str(v))
+
+    present = [r for r in runs if value(r) != (None, None)]
+    missing = [r for r in runs if value(r) == (None, None)]
+    numeric = all(value(r)[0] is not None for r in present)
+
+    def sort_key(run):
+        num, text = value(run)
+        return num if numeric else text
+
+    # Newest first among equal values, then sorted by the key (stable sorts).
+    present.sort(key=_start, reverse=True)
+    present.sort(key=sort_key, reverse=descending)
+    missing.sort(key=_start, reverse=True)
+    return present + missing
+
+
+def compare_runs(
+    uri: str,
+    experiment: str,
+    sweep: str | None = None,
+    sort: str = "val/auroc",
+    order: str = "auto",
+    top: int | None = 10,
+    params: Sequence[str] | None = None,
+    ignore_params: Sequence[str] = DEFAULT_IGNORE,
+    metrics: Sequence[str] = MAIN_METRICS,
+) -> Comparison:
+    """Select, sort and cut the runs; raise ConfigError (one line per problem) on bad input."""
+    order = str(order or "auto").lower()
+    if order not in ORDERS:
+        raise ConfigError(f"order: '{order}' is not one of {', '.join(ORDERS)}")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
+        raise ConfigError(f"top: a positive number of rows, or null for all (got {top!r})")
+    if not sort or not isinstance(sort, str):
+        raise ConfigError(f"sort: name a metric (val/auroc, ...) or a parameter (got {sort!r})")
+
+    client = _client(uri)
+    exp = _find_experiment(client, experiment, uri)
+    runs, parent = select_runs(_all_runs(client, exp.experiment_id), sweep, experiment)
+
+    metric_keys = sorted({k for r in runs for k in r.data.metrics})
+    param_keys = {k for r in runs for k in r.data.params}
+    if sort in metric_keys:
+        is_metric = True
+    elif sort in param_keys:
+        is_metric = False
+    else:
+        shown = [m for m in metric_keys if m.startswith("val/")]
+        shown += [m for m in metric_keys if m.startswith("test/")]
+        raise ConfigError(
+            f"sort: unknown key '{sort}' (no listed run has that metric or parameter); metrics of "
+            f"these runs: {', '.join(shown or metric_keys) or '(none)'}; or a parameter such as "
+            "optimizer.lr"
+        )
+    descending = order == "desc" or (order == "auto" and not sort.endswith("/loss"))
+    ordered = _sort_runs(runs, sort, descending, is_metric)
+    shown_runs = ordered[:top] if top else ordered
+
+    if params is None:
+        param_cols = differing_params(shown_runs, ignore_params)
+    else:
+        unknown = [p for p in params if p not in param_keys]
+        if unknown:
+            raise ConfigError(
+                f"params: no listed run has parameter(s) {', '.join(unknown)}; "
+                f"e.g. {', '.join(sorted(param_keys)[:8])}"
+            )
+        param_cols = list(params)
+    metric_cols = [m for m in metrics if any(m in r.data.metrics for r in shown_runs)]
+    if is_metric and sort not in metric_cols:
+        metric_cols.append(sort)
+    if not is_metric and sort not in param_cols:
+        param_cols.insert(0, sort)
+    return Comparison(
+        experiment=experiment,
+        uri=uri,
+        sweep=parent,
+        sort=sort,
+        order="desc" if descending else "asc",
+        total=len(ordered),
+        runs=shown_runs,
+        params=param_cols,
+        metrics=metric_cols,
+    )
+
+
+# -- rendering -------------------------------------------------------------------------------------
+def _cell(value: Any, width: int = 40) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4f}"
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _is_numeric_column(rows: list[dict[str, Any]], col: str) -> bool:
+    if col in ("run", "run_id", "status"):
+        return False
+    values = [r[col] for r in rows if r[col] is not None]
+    return bool(values) and all(_number(v) is not None for v in values)
+
+
+def render_table(comparison: Comparison) -> str:
+    rows = comparison.rows()
+    cols = list(rows[0])
+    header = ["#" if c == "rank" else c for c in cols]
+    cells = [[_cell(r[c]) for c in cols] for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(header)]
+    right = [_is_numeric_column(rows, c) for c in cols]
+
+    def line(values: list[str]) -> str:
+        parts = [
+            v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    out = [comparison.caption(), line(header), "  ".join("-" * w for w in widths)]
+    out += [line(row) for row in cells]
+    return "\n".join(out) + "\n"
+
+
+def render_markdown(comparison: Comparison) -> str:
+    rows = comparison.rows()
+    cols = list(rows[0])
+    header = ["#" if c == "rank" else c for c in cols]
+    align = ["---:" if _is_numeric_column(rows, c) else "---" for c in cols]
+
+    def line(values: list[str]) -> str:
+        return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
+
+    out = [comparison.caption(), "", line(header), "|" + "|".join(align) + "|"]
+    out += [line([_cell(r[c], width=60) for c in cols]) for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def render_csv(comparison: Comparison) -> str:
+    buf = io.StringIO()
+    rows = comparison.rows(short_ids=False)
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {
+                k: ("" if v is None else repr(v) if isinstance(v, float) else v)
+                for k, v in row.items()
+            }
+        )
+    return buf.getvalue()
+
+
+def render(comparison: Comparison, fmt: str) -> str:
+    if fmt == "table":
+        return render_table(comparison)
+    if fmt == "md":
+        return render_markdown(comparison)
+    if fmt == "csv":
+        return render_csv(comparison)
+    raise ConfigError(f"format: '{fmt}' is not one of {', '.join(FORMATS)}")

@@ -1,0 +1,213 @@
+"""End to end through a tracking server and the MLflow UI: a 2x2 sweep logs to `mlflow server`,
+and the runs table in headless Chromium shows the four runs with their val/f1.
+
+Needs Debian's Chromium at /usr/bin/chromium (installed by .ci/run) and the playwright package
+(a dev extra); Playwright drives that browser, it never downloads one. The screenshot is written to
+tmp_path and, when $MEDPIPE_TEST_ARTIFACTS names a folder, copied there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from conftest import REPO
+
+CHROMIUM = Path("/usr/bin/chromium")
+# As root on a closed network: no sandbox, no GPU, no background connections to Google.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """`mlflow server` on a free loopback port with a sqlite store in tmp_path; yields its URL."""
+    port = _free_port()
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its uvicorn workers end with it
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(
+                    "mlflow server did not answer:\n" + (tmp_path / "server.log").read_text()
+                )
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: uvicorn shuts down its worker
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def _sweep(url: str, root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "MLFLOW_TRACKING_URI": url}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medpipe.train",
+            "-m",
+            "model=cnn,linear",
+            "optimizer.lr=1e-3,3e-4",
+            "trainer.max_epochs=1",
+            "data.n_train=256",
+            "data.n_val=128",
+            "data.n_test=128",
+            "callbacks.progress_bar=plain",
+            f"paths.root_dir={root}",
+            "experiment_name=browser",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _shown_value(text: str) -> float:
+    m = re.search(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", text)
+    assert m, f"no number in cell {text!r}"
+    return float(m.group(0))
+
+
+def _decimals(text: str) -> int:
+    m = re.search(r"\.(\d+)", text)
+    return len(m.group(1)) if m else 0
+
+
+def test_sweep_runs_and_their_val_f1_show_in_the_mlflow_ui(server, tmp_path):
+    from mlflow import MlflowClient
+    from playwright.sync_api import sync_playwright
+
+    out = _sweep(server, tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+    client = MlflowClient(server)
+    exp = client.get_experiment_by_name("browser")
+    assert exp is not None
+    # Sweep jobs are the runs with validation metrics (a sweep parent run, if any, has none).
+    runs = [r for r in client.search_runs([exp.experiment_id]) if "val/f1" in r.data.metrics]
+    combos = sorted(
+        (r.data.params["model.name"], float(r.data.params["optimizer.lr"])) for r in runs
+    )
+    assert combos == [("cnn", 3e-4), ("cnn", 1e-3), ("linear", 3e-4), ("linear", 1e-3)]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    expected = {r.info.run_id: (r.info.run_name, r.data.metrics["val/f1"]) for r in runs}
+
+    # The runs table, filtered to runs with val/f1 (so sweep children are listed flat) and sorted
+    # by it; the val/f1 column is added through the column selector, as a user would.
+    query = "searchFilter=" + quote("metrics.`val/f1` >= 0")
+    query += "&orderByKey=" + quote("metrics.`val/f1`") + "&orderByAsc=false"
+    page_url = f"{server}/#/experiments/{exp.experiment_id}/runs?{query}"
+    shot = tmp_path / "mlflow_ui.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1920, "height": 900})
+            page.set_default_timeout(30_000)
+            page.goto(page_url)
+            page.get_by_text("4 matching runs").wait_for()
+            close_assistant = page.locator(
+                '[data-component-id="mlflow.assistant.chat_panel.close"]'
+            )
+            if close_assistant.count() and close_assistant.first.is_visible():
+                close_assistant.first.click()
+            page.get_by_role("button", name="Columns", exact=True).click()
+            page.get_by_placeholder("Search columns").fill("val/f1")
+            title = page.locator('[class*="tree-title"]').filter(has_text=re.compile(r"^val/f1$"))
+            node = page.locator('[class*="tree-treenode"]').filter(has=title)
+            node.locator('[class*="tree-checkbox"]').first.click()
+            page.keyboard.press("Escape")
+            f1_cells = page.locator('[role="gridcell"][col-id="metrics.`val/f1`"]')
+            page.wait_for_function(
+                "n => document.querySelectorAll("
+                '\'[role="gridcell"][col-id="metrics.`val/f1`"]\').length >= n',
+                arg=4,
+            )
+            page.screenshot(path=str(shot), full_page=True)
+
+            shown_ids = set(
+                page.locator('[role="row"][row-id]').evaluate_all(
+                    "rows => rows.map(r => r.getAttribute('row-id'))"
+                )
+            )
+            assert shown_ids == set(expected), "the table lists exactly the four sweep runs"
+            assert f1_cells.count() == 4
+            body = page.inner_text("body")
+            for run_id, (name, f1) in expected.items():
+                row = page.locator(f'[role="row"][row-id="{run_id}"]')
+                name_cell = row.locator('[col-id="attributes.`Run Name`"]').inner_text()
+                assert name in name_cell.split(), (name, name_cell)  # after the colour label
+                assert name in body
+                cell = row.locator('[col-id="metrics.`val/f1`"]').inner_text().strip()
+                # The UI may print the full float or a rounded one: equal up to what it shows.
+                shown = _shown_value(cell)
+                tolerance = 0.5 * 10 ** -_decimals(cell) if "." in cell else 0
+                assert abs(shown - f1) <= tolerance + 1e-9, (name, cell, f1)
+        finally:
+            browser.close()
+
+    assert shot.stat().st_size > 10_000
+    if folder := os.environ.get("MEDPIPE_TEST_ARTIFACTS"):
+        dest = REPO / folder
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, dest / shot.name)

@@ -1,0 +1,265 @@
+"""`python -m medpipe.compare` lists the runs of an experiment or of one sweep, sorted by a metric,
+with the parameters that differ between them; bad input is one line naming the key, exit 2.
+
+The runs are written with MlflowClient into a real sqlite store laid out as training lays it out
+(params are flattened config keys, sweep jobs carry `mlflow.parentRunId`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from medpipe.errors import ConfigError
+from medpipe.evaluation.compare_runs import compare_runs, render
+
+from conftest import run_cli
+
+T0 = 1_790_000_000_000  # ms; runs are created one minute apart in the order below
+
+# name, model, lr, status, metrics, parent ("sweep" for the sweep's children)
+RUNS = [
+    (
+        "cnn-a",
+        "cnn",
+        "0.001",
+        "FINISHED",
+        {"val/auroc": 0.80, "val/loss": 0.50, "val/f1": 0.70},
+        None,
+    ),
+    (
+        "cnn-b",
+        "cnn",
+        "0.0003",
+        "FINISHED",
+        {"val/auroc": 0.90, "val/loss": 0.40, "val/f1": 0.75},
+        None,
+    ),
+    (
+        "linear-a",
+        "linear",
+        "0.001",
+        "FINISHED",
+        {"val/auroc": 0.60, "val/loss": 0.70, "val/f1": 0.55},
+        None,
+    ),
+    ("linear-b", "linear", "0.0003", "FAILED", {"train/loss": 0.9}, None),
+    (
+        "sweep-cnn",
+        "cnn",
+        "0.01",
+        "FINISHED",
+        {"val/auroc": 0.85, "val/loss": 0.45, "test/auroc": 0.83},
+        "sweep",
+    ),
+    (
+        "sweep-linear",
+        "linear",
+        "0.01",
+        "FINISHED",
+        {"val/auroc": 0.65, "val/loss": 0.66, "test/auroc": 0.61},
+        "sweep",
+    ),
+]
+
+
+def _params(name: str, model: str, lr: str) -> dict[str, str]:
+    out = f"/runs/{name}"
+    return {
+        "seed": "42",
+        "model.name": model,
+        "model.net._target_": f"medpipe.models.nets.{model.upper()}",
+        "optimizer.lr": lr,
+        "optimizer._target_": "torch.optim.Adam",
+        "trainer.max_epochs": "1",
+        "paths.root_dir": "/project",
+        "paths.output_dir": out,  # differs in every run, like the Hydra output folder
+        "callbacks.model_checkpoint.dirpath": f"{out}/checkpoints",  # a per-run path
+    }
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> tuple[Path, str, dict[str, str]]:
+    """A project root whose embedded store holds experiment 'cmp' (4 runs + a sweep of 2) and an
+    empty experiment 'empty'. Returns (root, uri, run ids by name plus 'sweep')."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, RunTag
+
+    root = tmp_path_factory.mktemp("compare")
+    db = root / "logs" / "mlflow" / "mlflow.db"
+    db.parent.mkdir(parents=True)
+    uri = f"sqlite:///{db}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("cmp", artifact_location=(root / "artifacts").as_uri())
+    client.create_experiment("empty", artifact_location=(root / "artifacts").as_uri())
+    ids: dict[str, str] = {}
+    parent = client.create_run(
+        exp, run_name="sweep-1", start_time=T0 + 3 * 60_000, tags={"medpipe.sweep": "true"}
+    )
+    ids["sweep"] = parent.info.run_id
+    for i, (name, model, lr, status, metrics, in_sweep) in enumerate(RUNS):
+        tags = {"hydra.overrides": f"model={model} optimizer.lr={lr} trainer.max_epochs=1"}
+        if in_sweep:
+            tags["mlflow.parentRunId"] = ids["sweep"]
+        run = client.create_run(exp, run_name=name, start_time=T0 + i * 60_000, tags=tags)
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric(k, v, T0, 0) for k, v in metrics.items()],
+            params=[Param(k, v) for k, v in _params(name, model, lr).items()],
+            tags=[RunTag("model.name", model)],
+        )
+        client.set_terminated(run.info.run_id, status)
+        ids[name] = run.info.run_id
+    client.set_terminated(ids["sweep"], "FINISHED")
+    return root, uri, ids
+
+
+def _names(comparison) -> list[str]:
+    return [r.info.run_name for r in comparison.runs]
+
+
+def test_lists_every_training_run_sorted_by_the_metric_descending(store):
+    _, uri, _ = store
+    c = compare_runs(uri, "cmp", sort="val/auroc")
+    # The sweep's parent is a summary, not a training; runs without the metric come last.
+    assert _names(c) == ["cnn-b", "sweep-cnn", "cnn-a", "sweep-linear", "linear-a", "linear-b"]
+    assert c.total == 6 and c.order == "desc" and c.sweep is None
+
+
+def test_loss_keys_sort_ascending_and_order_overrides(store):
+    _, uri, _ = store
+    assert _names(compare_runs(uri, "cmp", sort="val/loss"))[:3] == ["cnn-b", "sweep-cnn", "cnn-a"]
+    assert _names(compare_runs(uri, "cmp", sort="val/auroc", order="asc"))[:2] == [
+        "linear-a",
+        "sweep-linear",
+    ]
+
+
+def test_top_cuts_the_list_and_params_are_those_that_differ_among_the_listed_runs(store):
+    _, uri, _ = store
+    c = compare_runs(uri, "cmp", sort="val/auroc", top=2)
+    assert _names(c) == ["cnn-b", "sweep-cnn"] and c.total == 6
+    # cnn-b and sweep-cnn share the model: only the learning rate differs between the two rows.
+    assert c.params == ["optimizer.lr"]
+    c = compare_runs(uri, "cmp", sort="val/auroc", top=3)
+    # Keys set on the command line first; paths and per-run folders never count as differences.
+    assert c.params == ["optimizer.lr"]
+    everything = compare_runs(uri, "cmp", sort="val/auroc", top=None)
+    # model.net._target_ differs too, but only as the model does: the model.name column says it.
+    assert everything.params == ["optimizer.lr", "model.name"]
+    assert everything.metrics == ["val/auroc", "val/f1", "test/auroc"]
+    assert compare_runs(uri, "cmp", sort="val/loss").metrics[-1] == "val/loss"
+
+
+def test_sweep_lists_only_its_children_by_id_prefix_or_latest(store):
+    _, uri, ids = store
+    latest = compare_runs(uri, "cmp", sweep="latest")
+    assert _names(latest) == ["sweep-cnn", "sweep-linear"] and latest.sweep == ids["sweep"]
+    by_prefix = compare_runs(uri, "cmp", sweep=ids["sweep"][:8], sort="test/auroc", order="asc")
+    assert _names(by_prefix) == ["sweep-linear", "sweep-cnn"]
+    assert by_prefix.params == ["model.name"]
+    explicit = compare_runs(uri, "cmp", sweep="latest", params=["model.net._target_", "seed"])
+    assert explicit.params == ["model.net._target_", "seed"]
+
+
+def test_markdown_and_csv(store):
+    _, uri, ids = store
+    md = render(compare_runs(uri, "cmp", sort="val/auroc", top=2), "md").splitlines()
+    assert md[0].startswith("experiment 'cmp' (all runs, sqlite:") and "top 2 of 6" in md[0]
+    assert md[2] == "| # | run | run_id | status | optimizer.lr | val/auroc | val/f1 | test/auroc |"
+    assert md[3] == "|---:|---|---|---|---:|---:|---:|---:|"
+    assert md[4] == f"| 1 | cnn-b | {ids['cnn-b'][:8]} | FINISHED | 0.0003 | 0.9000 | 0.7500 | - |"
+    assert len(md) == 6
+
+    rows = list(csv.DictReader(io.StringIO(render(compare_runs(uri, "cmp"), "csv"))))
+    assert [r["run"] for r in rows][:2] == ["cnn-b", "sweep-cnn"]
+    assert rows[0]["run_id"] == ids["cnn-b"], "csv carries the full run id"
+    assert float(rows[0]["val/auroc"]) == 0.9 and rows[0]["test/auroc"] == ""
+    assert rows[-1]["status"] == "FAILED" and rows[-1]["val/auroc"] == ""
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"experiment": "nope"}, "experiment_name: no MLflow experiment 'nope' at sqlite:"),
+        ({"sort": "val/nope"}, "sort: unknown key 'val/nope'"),
+        ({"experiment": "empty"}, "experiment_name: experiment 'empty' has no runs"),
+        ({"sweep": "ffff"}, "sweep: no run with id 'ffff' in experiment 'cmp'"),
+        ({"top": 0}, "top: a positive number of rows, or null for all (got 0)"),
+        ({"order": "up"}, "order: 'up' is not one of auto, desc, asc"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_key(store, kwargs, expected):
+    _, uri, _ = store
+    kwargs = {"experiment": "cmp", **kwargs}
+    with pytest.raises(ConfigError) as err:
+        compare_runs(uri, **kwargs)
+    assert len(err.value.lines()) == 1 and err.value.lines()[0].startswith(expected)
+
+
+def test_errors_say_what_is_allowed(store):
+    _, uri, ids = store
+    with pytest.raises(ConfigError, match="experiments there: Default, cmp, empty"):
+        compare_runs(uri, "nope")
+    with pytest.raises(ConfigError, match=r"metrics of these runs: .*val/auroc.*val/loss"):
+        compare_runs(uri, "cmp", sort="val/nope")
+    with pytest.raises(
+        ConfigError, match=f"sweep parent runs there: {ids['sweep'][:8]} \\(sweep-1\\)"
+    ):
+        compare_runs(uri, "cmp", sweep="ffff")
+
+
+def test_cli_prints_an_aligned_table(store):
+    root, _, ids = store
+    out = run_cli("compare", "experiment=cmp", f"paths.root_dir={root}", "top=3")
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("experiment 'cmp' (all runs, sqlite:") and "top 3 of 6" in lines[0]
+    header, rule, *rows = lines[1:]
+    assert header.split() == [
+        "#",
+        "run",
+        "run_id",
+        "status",
+        "optimizer.lr",
+        "val/auroc",
+        "val/f1",
+        "test/auroc",
+    ]
+    assert [r.split()[1] for r in rows] == ["cnn-b", "sweep-cnn", "cnn-a"]
+    assert rows[0].split()[2] == ids["cnn-b"][:8]
+    # Numbers are right-aligned under their header.
+    end = header.index("val/auroc") + len("val/auroc")
+    assert [r[end - 6 : end] for r in rows] == ["0.9000", "0.8500", "0.8000"]
+    assert not (root / "logs" / "runs" / "compare" / ".hydra").exists()
+
+
+def test_cli_csv_of_the_latest_sweep(store):
+    root, _, ids = store
+    out = run_cli(
+        "compare", "experiment=cmp", f"paths.root_dir={root}", "sweep=latest", "format=csv"
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert [(r["run"], r["run_id"]) for r in rows] == [
+        ("sweep-cnn", ids["sweep-cnn"]),
+        ("sweep-linear", ids["sweep-linear"]),
+    ]
+
+
+def test_cli_errors_exit_2_with_one_line(store):
+    root, _, _ = store
+    out = run_cli("compare", "experiment=cmp", f"paths.root_dir={root}", "sort=val/nope")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "medpipe: error: sort: unknown key 'val/nope' (no listed run has that metric or parameter); "
+        "metrics of these runs: val/auroc, val/f1, val/loss, test/auroc; or a parameter such as "
+        "optimizer.lr"
+    ]
+    out = run_cli("compare", "experiment=cmp", f"paths.root_dir={root / 'elsewhere'}")
+    assert out.returncode == 2 and out.stderr.startswith(
+        "medpipe: error: tracking: no MLflow store"
+    )
+    assert len(out.stderr.strip().splitlines()) == 1
