@@ -61,8 +61,10 @@ def test_fast_dev_run_for_each_model(make_cfg, model, tmp_path):
     [
         ["data.loader=memory"],
         ["data.loader=workers"],
-        ["augmentation=light"],
-        ["augmentation=strong", "data.num_workers=1"],
+        ["augmentation=light"],  # auto: batched on the device
+        ["augmentation=strong", "data.loader=memory"],
+        ["augmentation=light", "data.loader=workers"],  # albumentations per sample
+        ["augmentation=strong", "data.loader=workers", "data.num_workers=1"],
     ],
 )
 def test_fast_dev_run_for_each_data_path(make_cfg, overrides, tmp_path):

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from medpipe.data.augment_ops import ON_DEVICE, on_device, op_name
 from medpipe.errors import ConfigError
 from medpipe.evaluation.keys import CLASSIFICATION_METRICS
 
@@ -312,12 +313,12 @@ def _validate_train(c: dict[str, Any]) -> list[str]:
             problems.append(
                 f"augmentation.train[{i}].p: a probability in [0, 1] (got {_fmt_value(p)})"
             )
-    if aug.get("train") and data.get("loader") == "memory":
-        problems.append(
-            f"data.loader: 'memory' cannot apply per-sample augmentation "
-            f"'{aug.get('name')}'; use data.loader=workers (or auto), or augmentation=none"
-        )
-
+    ops = [op for op in aug.get("train") or [] if isinstance(op, dict)]
+    if ops and data.get("loader") == "memory" and not on_device(ops):
+        others = sorted({op_name(op) for op in ops} - ON_DEVICE)
+        problems.append(f"data.loader: 'memory' runs augmentation on the device, which has no "
+                        f"{', '.join(others)}; use data.loader=workers (or auto), or only "
+                        f"{', '.join(sorted(ON_DEVICE))}")
     allowed = [f"{s}/{m}" for s in ("val", "train") for m in CLASSIFICATION_METRICS]
     monitors = {"monitor": c.get("monitor")}
     for name, cb in (c.get("callbacks") or {}).items():

@@ -20,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import medpipe
 from medpipe.callbacks import HistoryWriter, progress_callbacks
+from medpipe.data.augment_ops import on_device
+from medpipe.data.batch_augment import BatchAugment
 from medpipe.data.datamodule import MedDataModule
 from medpipe.data.prepare import prepare_dataset
 from medpipe.data.processed import DatasetMeta
@@ -47,8 +49,9 @@ logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # device banne
 
 # -- building --------------------------------------------------------------------------------------
 def resolve_loader(loader: str, augmentation_ops: list) -> str:
+    """auto: the in-memory path unless a transform has no batched on-device version."""
     if loader == "auto":
-        return "workers" if augmentation_ops else "memory"
+        return "memory" if on_device(augmentation_ops) else "workers"
     return loader
 
 
@@ -58,6 +61,7 @@ def build_datamodule(cfg: dict[str, Any], seed: int) -> MedDataModule:
     ops = list((cfg.get("augmentation") or {}).get("train") or [])
     loader = resolve_loader(data.get("loader", "auto"), ops)
     transform = build_albumentations(ops, seed) if loader == "workers" else None
+    batch_augment = BatchAugment(ops, seed) if loader == "memory" and ops else None
     return MedDataModule(
         folder,
         batch_size=int(data["batch_size"]),
@@ -66,6 +70,7 @@ def build_datamodule(cfg: dict[str, Any], seed: int) -> MedDataModule:
         pin_memory=bool(data.get("pin_memory", False)),
         seed=seed,
         train_transform=transform,
+        batch_augment=batch_augment,
     )
 
 

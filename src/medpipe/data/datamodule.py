@@ -101,6 +101,7 @@ class MedDataModule(L.LightningDataModule):
         seed: int = 0,
         train_transform: Callable[[np.ndarray], np.ndarray] | None = None,
         eval_batch_size: int | None = None,
+        batch_augment: torch.nn.Module | None = None,
     ):
         super().__init__()
         self.folder = Path(folder)
@@ -112,10 +113,17 @@ class MedDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.seed = seed
         self.train_transform = train_transform
+        self.batch_augment = (
+            batch_augment  # on-device augmentation of training batches (memory path)
+        )
         self.splits: dict[str, Split] = {}
         self._device_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def setup(self, stage: str | None = None) -> None:
+        if self.batch_augment is not None and self.trainer is not None:
+            self.batch_augment.seed = (
+                self.seed + 7919 * self.trainer.global_rank
+            )  # own stream per rank
         wanted = {
             "fit": ("train", "val"),
             "validate": ("val",),
@@ -132,6 +140,12 @@ class MedDataModule(L.LightningDataModule):
                     torch.from_numpy(np.ascontiguousarray(s.x)).to(device),
                     torch.from_numpy(np.ascontiguousarray(s.y)).to(device),
                 )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.batch_augment is not None and self.trainer is not None and self.trainer.training:
+            x, y = batch
+            return self.batch_augment(x), y
+        return batch
 
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
