@@ -30,7 +30,9 @@ class EpochLine(Callback):
     """One plain line per epoch (for CI logs and files): main metrics, epoch time and ETA."""
 
     def __init__(self, stream=None):
-        self._stream = stream  # None: sys.stdout at print time (keeps the callback picklable for ddp_spawn)
+        self._stream = (
+            stream  # None: sys.stdout at print time (keeps the callback picklable for ddp_spawn)
+        )
         self._t0 = self._fit_t0 = 0.0
 
     def on_fit_start(self, trainer, pl_module):

@@ -316,9 +316,11 @@ def _validate_train(c: dict[str, Any]) -> list[str]:
     ops = [op for op in aug.get("train") or [] if isinstance(op, dict)]
     if ops and data.get("loader") == "memory" and not on_device(ops):
         others = sorted({op_name(op) for op in ops} - ON_DEVICE)
-        problems.append(f"data.loader: 'memory' runs augmentation on the device, which has no "
-                        f"{', '.join(others)}; use data.loader=workers (or auto), or only "
-                        f"{', '.join(sorted(ON_DEVICE))}")
+        problems.append(
+            f"data.loader: 'memory' runs augmentation on the device, which has no "
+            f"{', '.join(others)}; use data.loader=workers (or auto), or only "
+            f"{', '.join(sorted(ON_DEVICE))}"
+        )
     allowed = [f"{s}/{m}" for s in ("val", "train") for m in CLASSIFICATION_METRICS]
     monitors = {"monitor": c.get("monitor")}
     for name, cb in (c.get("callbacks") or {}).items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve  # noqa: E402
+from sklearn.metrics import (  # noqa: E402
+    confusion_matrix,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
 
 def predicted_labels(probs: np.ndarray, task: str) -> np.ndarray:
@@ -121,10 +127,69 @@ def report_text(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _curve_inputs(
+    probs: np.ndarray, target: np.ndarray, task: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """One binary target and score per curve: the positive class, else the micro-average."""
+    if task == "binary":
+        return target.astype(int), probs
+    n = probs.shape[1]
+    onehot = np.eye(n, dtype=int)[target] if task == "multiclass" else target.astype(int)
+    return onehot.ravel(), probs.ravel()
+
+
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def write_plot_data(
+    probs: np.ndarray, target: np.ndarray, task: str, classes: list[str], plots: Path
+) -> dict[str, Path]:
+    """Write the tables DVC plots read: plots/roc.csv (fpr, tpr), plots/pr.csv (recall, precision)
+    and plots/confusion.csv (actual, predicted: one row per test sample, for the `confusion` template).
+
+    ROC and PR are those of the positive class (binary) or micro-averaged over the classes
+    (multiclass, multilabel); a multilabel sample gives one confusion row per label.
+    """
+    files = {
+        "roc_data": plots / "roc.csv",
+        "pr_data": plots / "pr.csv",
+        "confusion_data": plots / "confusion.csv",
+    }
+    y, score = _curve_inputs(probs, target, task)
+    if len(np.unique(y)) == 2:
+        fpr, tpr, _ = roc_curve(y, score)
+        precision, recall, _ = precision_recall_curve(y, score)
+    else:  # a single class in the test split: no curve, only the header
+        fpr = tpr = precision = recall = np.array([])
+    _write_csv(files["roc_data"], ["fpr", "tpr"], zip(fpr.tolist(), tpr.tolist(), strict=True))
+    _write_csv(
+        files["pr_data"],
+        ["recall", "precision"],
+        zip(recall.tolist(), precision.tolist(), strict=True),
+    )
+    pred = predicted_labels(probs, task)
+    if task == "multilabel":
+        pairs = [
+            (f"{name}: {'yes' if t else 'no'}", f"{name}: {'yes' if p else 'no'}")
+            for t_row, p_row in zip(target.astype(int), pred, strict=True)
+            for name, t, p in zip(classes, t_row, p_row, strict=True)
+        ]
+    else:
+        pairs = [(classes[t], classes[p]) for t, p in zip(target.astype(int), pred, strict=True)]
+    _write_csv(files["confusion_data"], ["actual", "predicted"], pairs)
+    return files
+
+
 def write_test_report(
     probs: np.ndarray, target: np.ndarray, task: str, classes: list[str], out_dir: Path
 ) -> dict[str, Path]:
-    """Write plots/confusion_matrix.png, plots/roc.png, per_class_report.{json,txt}."""
+    """Write plots/confusion_matrix.png, plots/roc.png, per_class_report.{json,txt}, and the DVC
+    plot tables plots/{roc,pr,confusion}.csv. Returns the figures and the report (not the tables).
+    """
     plots = out_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     files = {
@@ -138,4 +203,5 @@ def write_test_report(
     report = per_class_report(probs, target, task, classes)
     files["report_json"].write_text(json.dumps(report, indent=2))
     files["report_txt"].write_text(report_text(report))
+    write_plot_data(probs, target, task, classes, plots)
     return files
