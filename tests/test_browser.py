@@ -11,12 +11,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
@@ -39,62 +35,6 @@ CHROMIUM_FLAGS = [
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def server(tmp_path):
-    """`mlflow server` on a free loopback port with a sqlite store in tmp_path; yields its URL."""
-    port = _free_port()
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its uvicorn workers end with it
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    "mlflow server did not answer:\n" + (tmp_path / "server.log").read_text()
-                )
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: uvicorn shuts down its worker
-        try:
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def _sweep(url: str, root: Path) -> subprocess.CompletedProcess:
@@ -134,14 +74,14 @@ def _decimals(text: str) -> int:
     return len(m.group(1)) if m else 0
 
 
-def test_sweep_runs_and_their_val_f1_show_in_the_mlflow_ui(server, tmp_path):
+def test_sweep_runs_and_their_val_f1_show_in_the_mlflow_ui(mlflow_server, tmp_path):
     from mlflow import MlflowClient
     from playwright.sync_api import sync_playwright
 
-    out = _sweep(server, tmp_path)
+    out = _sweep(mlflow_server, tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
-    client = MlflowClient(server)
+    client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("browser")
     assert exp is not None
     # Sweep jobs are the runs with validation metrics (a sweep parent run, if any, has none).
@@ -157,7 +97,7 @@ def test_sweep_runs_and_their_val_f1_show_in_the_mlflow_ui(server, tmp_path):
     # by it; the val/f1 column is added through the column selector, as a user would.
     query = "searchFilter=" + quote("metrics.`val/f1` >= 0")
     query += "&orderByKey=" + quote("metrics.`val/f1`") + "&orderByAsc=false"
-    page_url = f"{server}/#/experiments/{exp.experiment_id}/runs?{query}"
+    page_url = f"{mlflow_server}/#/experiments/{exp.experiment_id}/runs?{query}"
     shot = tmp_path / "mlflow_ui.png"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import run_cli
 
 TINY = [
     "trainer.max_epochs=1",
@@ -210,58 +206,20 @@ def test_ddp_on_two_cpu_processes_matches_one_process_with_the_same_global_batch
     assert len(client.search_runs([exp.experiment_id])) == 1, "rank zero alone tracks the run"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_parallel_joblib_jobs_against_a_local_mlflow_server(tmp_path):
-    port = _free_port()
-    mlflow_bin = Path(sys.executable).parent / "mlflow"
-    server = subprocess.Popen(
-        [
-            str(mlflow_bin),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path}/server.db",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+def test_parallel_joblib_jobs_against_a_local_mlflow_server(tmp_path, mlflow_server):
+    out = run_cli(
+        "train",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "optimizer.lr=1e-3,3e-4",
+        *TINY,
+        f"paths.root_dir={tmp_path}",
+        "experiment_name=parallel",
+        env={"MLFLOW_TRACKING_URI": mlflow_server},
     )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        import urllib.request
-
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(1)
-        out = run_cli(
-            "train",
-            "-m",
-            "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=2",
-            "optimizer.lr=1e-3,3e-4",
-            *TINY,
-            f"paths.root_dir={tmp_path}",
-            "experiment_name=parallel",
-            env={"MLFLOW_TRACKING_URI": uri},
-        )
-        assert out.returncode == 0, out.stderr[-3000:]
-        parents, children = _family(_client(uri), "parallel")
-        assert len(parents) == 1 and len(children) == 2
-        assert all(c.info.status == "FINISHED" for c in children)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    assert out.returncode == 0, out.stderr[-3000:]
+    parents, children = _family(_client(mlflow_server), "parallel")
+    assert len(parents) == 1 and len(children) == 2
+    assert all(c.info.status == "FINISHED" for c in children)

@@ -27,6 +27,34 @@ from medpipe.data.augment_ops import ON_DEVICE as SUPPORTED
 from medpipe.data.augment_ops import op_name as _name
 from medpipe.errors import ConfigError
 
+GEOMETRIC = frozenset({"HorizontalFlip", "VerticalFlip", "Affine"})
+
+
+def _warp(x: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
+    """Resample x under the forward maps (B, 3, 3): bilinear, zeros outside (albumentations'
+    constant border). grid_sample needs output -> input, the inverse, computed in closed form; the
+    grid is built with broadcast arithmetic (affine_grid's small batched matmul is slow on CPUs)."""
+    a, b_, c, d = forward[:, 0, 0], forward[:, 0, 1], forward[:, 1, 0], forward[:, 1, 1]
+    tx, ty = forward[:, 0, 2], forward[:, 1, 2]
+    det = a * d - b_ * c
+    ia, ib, ic, id_ = d / det, -b_ / det, -c / det, a / det
+    itx, ity = -(ia * tx + ib * ty), -(ic * tx + id_ * ty)
+    h, w = x.shape[-2:]
+    # pixel centres in normalised coordinates (align_corners=False)
+    xs = (torch.arange(w, device=x.device, dtype=x.dtype) * 2 + 1) / w - 1
+    ys = (torch.arange(h, device=x.device, dtype=x.dtype) * 2 + 1) / h - 1
+    # grid (B, H, W, 2) = x * column0 + y * column1 + t, written directly in its final layout
+    col_x = torch.stack([ia, ic], -1).view(-1, 1, 1, 2)
+    col_y = torch.stack([ib, id_], -1).view(-1, 1, 1, 2)
+    shift = torch.stack([itx, ity], -1).view(-1, 1, 1, 2)
+    grid = torch.addcmul(shift, xs.view(1, 1, w, 1), col_x) + ys.view(1, h, 1, 1) * col_y
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _compose(later: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
+    """later @ earlier for (B, 3, 3) maps, without a batched matmul."""
+    return (later.unsqueeze(-1) * earlier.unsqueeze(1)).sum(2)
+
 
 def _range(v: Any, default: tuple[float, float], symmetric: bool = False) -> tuple[float, float]:
     if v is None:
@@ -65,24 +93,42 @@ class BatchAugment(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, H, W) on the stored scale (uint8 or float); returns float32 on that scale."""
+        """x: (B, C, H, W) on the stored scale (uint8 or float); returns float32 on that scale.
+
+        Each sample's coin flip is folded into its parameters (identity where it did not come up),
+        so no transform is computed twice; consecutive flips and affines are composed into one
+        matrix and resampled once.
+        """
         g = self._gen(x.device)
         x = x.float()
         b = x.shape[0]
+        geometry = None  # pending forward map (B, 3, 3) in normalised coordinates
         for op in self.ops:
             apply = torch.rand(b, device=x.device, generator=g) < float(op.get("p", 0.5))
-            x = getattr(self, f"_{_name(op)}")(x, op, apply, g)
-        return x
+            name = _name(op)
+            if name in GEOMETRIC:
+                m = getattr(self, f"_{name}")(x, op, apply, g)
+                geometry = m if geometry is None else _compose(m, geometry)
+                continue
+            if geometry is not None:
+                x, geometry = _warp(x, geometry), None
+            x = getattr(self, f"_{name}")(x, op, apply, g)
+        return _warp(x, geometry) if geometry is not None else x
 
     @staticmethod
-    def _where(apply: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-        return torch.where(apply.view(-1, *([1] * (old.dim() - 1))), new, old)
+    def _identity_where_not(apply: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        eye = torch.eye(3, device=m.device).expand_as(m)
+        return torch.where(apply.view(-1, 1, 1), m, eye)
 
     def _HorizontalFlip(self, x, op, apply, g):
-        return self._where(apply, x.flip(-1), x)
+        m = torch.eye(3, device=x.device).repeat(x.shape[0], 1, 1)
+        m[:, 0, 0] = torch.where(apply, -1.0, 1.0)
+        return m
 
     def _VerticalFlip(self, x, op, apply, g):
-        return self._where(apply, x.flip(-2), x)
+        m = torch.eye(3, device=x.device).repeat(x.shape[0], 1, 1)
+        m[:, 1, 1] = torch.where(apply, -1.0, 1.0)
+        return m
 
     def _Affine(self, x, op, apply, g):
         b, dev = x.shape[0], x.device
@@ -91,46 +137,41 @@ class BatchAugment(nn.Module):
         trans = _range(op.get("translate_percent"), (0.0, 0.0), symmetric=True)
         shear = _range(op.get("shear"), (0.0, 0.0), symmetric=True)
         h, w = x.shape[-2:]
-        theta = self._u(b, *rot, dev, g) * math.pi / 180
+        theta = self._u(b, *rot, dev, g) * (math.pi / 180)
         sx = self._u(b, *scale, dev, g)
-        sy = (
-            sx if op.get("keep_ratio", False) else self._u(b, *scale, dev, g)
-        )  # albumentations: independent
+        # albumentations scales the axes independently unless keep_ratio
+        sy = sx if op.get("keep_ratio", False) else self._u(b, *scale, dev, g)
         # albumentations shifts by whole pixels (truncated); grid units span 2 per image side.
-        tx = torch.trunc(self._u(b, *trans, dev, g) * w) * 2 / w
-        ty = torch.trunc(self._u(b, *trans, dev, g) * h) * 2 / h
-        shx = torch.tan(self._u(b, *shear, dev, g) * math.pi / 180)
-        shy = torch.tan(self._u(b, *shear, dev, g) * math.pi / 180)
+        tx = torch.trunc(self._u(b, *trans, dev, g) * w) * (2 / w)
+        ty = torch.trunc(self._u(b, *trans, dev, g) * h) * (2 / h)
+        shx = torch.tan(self._u(b, *shear, dev, g) * (math.pi / 180))
+        shy = torch.tan(self._u(b, *shear, dev, g) * (math.pi / 180))
         cos, sin = torch.cos(theta), torch.sin(theta)
-        # Forward map A = R(theta) * Shear * diag(sx, sy); grid_sample wants its inverse.
-        fwd = torch.zeros(b, 3, 3, device=dev)
-        fwd[:, 0, 0], fwd[:, 0, 1] = sx * (cos - sin * shy), sy * (cos * shx - sin)
-        fwd[:, 1, 0], fwd[:, 1, 1] = sx * (sin + cos * shy), sy * (sin * shx + cos)
-        fwd[:, 0, 2], fwd[:, 1, 2], fwd[:, 2, 2] = tx, ty, 1.0
-        inv = torch.linalg.inv(fwd)[:, :2]
-        grid = F.affine_grid(inv, list(x.shape), align_corners=False)
-        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return self._where(apply, out, x)
+        # Forward map A = R(theta) * Shear * diag(sx, sy) plus the translation.
+        m = torch.zeros(b, 3, 3, device=dev)
+        m[:, 0, 0], m[:, 0, 1] = sx * (cos - sin * shy), sy * (cos * shx - sin)
+        m[:, 1, 0], m[:, 1, 1] = sx * (sin + cos * shy), sy * (sin * shx + cos)
+        m[:, 0, 2], m[:, 1, 2], m[:, 2, 2] = tx, ty, 1.0
+        return self._identity_where_not(apply, m)
 
     def _RandomBrightnessContrast(self, x, op, apply, g):
         b, dev = x.shape[0], x.device
         blim = _range(op.get("brightness_limit", 0.2), (-0.2, 0.2), symmetric=True)
         clim = _range(op.get("contrast_limit", 0.2), (-0.2, 0.2), symmetric=True)
-        alpha = (1 + self._u(b, *clim, dev, g)).view(-1, 1, 1, 1)
-        beta = (self._u(b, *blim, dev, g) * self.max_value).view(-1, 1, 1, 1)
-        return self._where(apply, (x * alpha + beta).clamp(0, self.max_value), x)
+        alpha = torch.where(apply, 1 + self._u(b, *clim, dev, g), 1.0).view(-1, 1, 1, 1)
+        beta = torch.where(apply, self._u(b, *blim, dev, g) * self.max_value, 0.0).view(-1, 1, 1, 1)
+        return (x * alpha + beta).clamp_(0, self.max_value)
 
     def _RandomGamma(self, x, op, apply, g):
         lo, hi = _range(op.get("gamma_limit", (80, 120)), (80.0, 120.0))
-        gamma = (self._u(x.shape[0], lo, hi, x.device, g) / 100).view(-1, 1, 1, 1)
-        out = (x / self.max_value).clamp(0, 1).pow(gamma) * self.max_value
-        return self._where(apply, out, x)
+        gamma = torch.where(apply, self._u(x.shape[0], lo, hi, x.device, g) / 100, 1.0)
+        return (x / self.max_value).clamp_(0, 1).pow_(gamma.view(-1, 1, 1, 1)) * self.max_value
 
     def _GaussNoise(self, x, op, apply, g):
         lo, hi = _range(op.get("std_range", (0.2, 0.44)), (0.2, 0.44))
-        std = (self._u(x.shape[0], lo, hi, x.device, g) * self.max_value).view(-1, 1, 1, 1)
-        noise = torch.randn(x.shape, device=x.device, generator=g) * std
-        return self._where(apply, (x + noise).clamp(0, self.max_value), x)
+        std = torch.where(apply, self._u(x.shape[0], lo, hi, x.device, g) * self.max_value, 0.0)
+        noise = torch.randn(x.shape, device=x.device, generator=g) * std.view(-1, 1, 1, 1)
+        return (x + noise).clamp_(0, self.max_value)
 
     def _CoarseDropout(self, x, op, apply, g):
         b, _, h, w = x.shape
@@ -148,5 +189,5 @@ class BatchAugment(nn.Module):
             y0 = torch.rand(b, device=dev, generator=g).view(-1, 1, 1, 1) * (h - ph)
             x0 = torch.rand(b, device=dev, generator=g).view(-1, 1, 1, 1) * (w - pw)
             hole = (yy >= y0) & (yy < y0 + ph) & (xx >= x0) & (xx < x0 + pw)
-            mask |= hole & (k < n_holes).view(-1, 1, 1, 1)
-        return self._where(apply, x.masked_fill(mask, 0.0), x)
+            mask |= hole & ((k < n_holes) & apply).view(-1, 1, 1, 1)
+        return x.masked_fill(mask, 0.0)

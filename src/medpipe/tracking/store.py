@@ -43,6 +43,23 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def configured_store(cfg: Any) -> tuple[str, str | None] | None:
+    """(tracking URI, artifact location) for a config with `logger.mlflow`; None without MLflow."""
+    logger = cfg.get("logger") or {}
+    if "mlflow" not in logger:
+        return None
+    mcfg = logger.get("mlflow") or {}
+    mlflow_dir = str(cfg["paths"]["mlflow_dir"])
+    uri = tracking_uri(mcfg.get("tracking_uri"), mlflow_dir)
+    return uri, default_artifact_location(uri, mcfg.get("artifact_location"), mlflow_dir)
+
+
+def experiment_id(client: Any, name: str, artifact_location: str | None) -> str:
+    """The id of experiment `name`, created (with its artifact location) if missing."""
+    exp = client.get_experiment_by_name(name)
+    return exp.experiment_id if exp else client.create_experiment(name, artifact_location)
+
+
 def record_failed_job(cfg, err: BaseException) -> str | None:
     """A sweep job that failed before its run existed still gets a FAILED run, with the error."""
     from omegaconf import OmegaConf
@@ -50,24 +67,14 @@ def record_failed_job(cfg, err: BaseException) -> str | None:
     from medpipe.tracking.sweep import PARENT_ENV
 
     try:
-        logger = cfg.get("logger") or {}
-        if "mlflow" not in logger:
+        store = configured_store(cfg)
+        if store is None:
             return None
         from mlflow import MlflowClient
 
-        mcfg = logger.get("mlflow") or {}
-        mlflow_dir = str(cfg.paths.mlflow_dir)
-        uri = tracking_uri(mcfg.get("tracking_uri"), mlflow_dir)
+        uri, artifact_location = store
         client = MlflowClient(uri)
-        name = str(cfg.experiment_name)
-        exp = client.get_experiment_by_name(name)
-        exp_id = (
-            exp.experiment_id
-            if exp
-            else client.create_experiment(
-                name, default_artifact_location(uri, mcfg.get("artifact_location"), mlflow_dir)
-            )
-        )
+        exp_id = experiment_id(client, str(cfg.experiment_name), artifact_location)
         from medpipe.tracking.provenance import hydra_overrides
 
         tags = {

@@ -53,18 +53,6 @@ def multirun_ddp_problem(trainer: dict[str, Any], launcher_target: str) -> str |
     return None
 
 
-def _tracking(config: DictConfig) -> tuple[str, str | None] | None:
-    from medpipe.tracking.store import default_artifact_location, tracking_uri
-
-    logger = config.get("logger") or {}
-    if "mlflow" not in logger:
-        return None
-    mcfg = logger.get("mlflow") or {}
-    mlflow_dir = str(config.paths.mlflow_dir)
-    uri = tracking_uri(mcfg.get("tracking_uri"), mlflow_dir)
-    return uri, default_artifact_location(uri, mcfg.get("artifact_location"), mlflow_dir)
-
-
 class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
         self.parent: str | None = None
@@ -77,7 +65,9 @@ class MlflowSweepCallback(Callback):
         if problem := multirun_ddp_problem(trainer, launcher):  # type: ignore[arg-type]
             print(f"medpipe: error: {problem}", file=sys.stderr)
             sys.exit(2)
-        tracking = _tracking(config)
+        from medpipe.tracking.store import configured_store, experiment_id
+
+        tracking = configured_store(config)
         if tracking is None:
             return
         from mlflow import MlflowClient
@@ -88,10 +78,7 @@ class MlflowSweepCallback(Callback):
         uri, artifact_location = tracking
         self.client = MlflowClient(uri)
         name = str(config.experiment_name)
-        exp = self.client.get_experiment_by_name(name)
-        exp_id = (
-            exp.experiment_id if exp else self.client.create_experiment(name, artifact_location)
-        )
+        exp_id = experiment_id(self.client, name, artifact_location)
         overrides = list(OmegaConf.select(config, "hydra.overrides.task") or [])
         tags = {
             "medpipe.sweep": "true",
