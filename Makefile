@@ -36,8 +36,8 @@ test-all: $(STAMP) ## run every test, the slow ones too
 	$(BIN)/python -m pytest -m ''
 
 lint: $(STAMP) ## ruff lint and format check
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 ui: $(STAMP) ## serve the MLflow UI for the embedded store on http://$(HOST):$(PORT)
 	mkdir -p logs/mlflow/artifacts

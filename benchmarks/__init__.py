@@ -1,0 +1,1 @@
+"""medpipe benchmarks: measured comparisons (not tests). See benchmarks/README.md."""
