@@ -220,6 +220,11 @@ def python() -> str:
 
 
 # -- results ---------------------------------------------------------------------------------------
+def _portable(text: str) -> str:
+    """Results name files relative to the project (no machine-specific absolute paths)."""
+    return text.replace(f"{REPO}/", "").replace(f"{REPO.parent}/", "../")
+
+
 def command_line() -> str:
     """How this benchmark was started, as `python -m benchmarks.<name> args`."""
     script = Path(sys.argv[0])
@@ -291,7 +296,7 @@ class Bench:
             "notes": list(notes),
         }
         json_path = RESULTS_DIR / f"{self.name}.json"
-        json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        json_path.write_text(_portable(json.dumps(payload, indent=2, default=str) + "\n"))
         m = self.machine
         gpu = m.get("gpu")
         md = [
@@ -346,6 +351,6 @@ class Bench:
             ]
         if notes:
             md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-        (RESULTS_DIR / f"{self.name}.md").write_text("\n".join(md))
+        (RESULTS_DIR / f"{self.name}.md").write_text(_portable("\n".join(md)))
         print(f"wrote {json_path.relative_to(REPO)} and {self.name}.md")
         return json_path
