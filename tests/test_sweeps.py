@@ -63,12 +63,17 @@ def test_sweep_nests_four_jobs_under_one_parent_with_a_ranked_summary(tmp_path):
         ("linear", "0.0003"),
     }
     assert "model=cnn,linear" in parent.data.tags["sweep.overrides"]
-    best = max(children, key=lambda c: c.data.metrics["best/val/auroc"])
-    assert parent.data.tags["sweep.best_run_id"] == best.info.run_id
-    assert best.data.tags.get("sweep.best") == "true"
-    assert parent.data.metrics["best/val/auroc"] == pytest.approx(
-        best.data.metrics["best/val/auroc"]
+    top = max(c.data.metrics["best/val/auroc"] for c in children)
+    tied = sorted(
+        (c for c in children if c.data.metrics["best/val/auroc"] == top),
+        key=lambda c: int(c.data.tags["sweep.job_num"]),
     )
+    best = tied[0]  # ties go to the earliest job
+    assert parent.data.tags["sweep.best_run_id"] == best.info.run_id
+    assert [c.info.run_id for c in children if c.data.tags.get("sweep.best") == "true"] == [
+        best.info.run_id
+    ]
+    assert parent.data.metrics["best/val/auroc"] == pytest.approx(top)
     summary = Path(client.download_artifacts(parent.info.run_id, "sweep_summary.md")).read_text()
     rows = [line for line in summary.splitlines() if line.startswith("| ") and "run_id" not in line]
     assert len(rows) == 4 and best.info.run_id in rows[0]

@@ -121,7 +121,16 @@ class MlflowSweepCallback(Callback):
             return v if run.info.status == "FINISHED" else math.nan
 
         ok = [r for r in children if not math.isnan(score(r))]
-        ok.sort(key=score, reverse=mode == "max")
+
+        def job(run) -> int:
+            try:
+                return int(run.data.tags.get("sweep.job_num", ""))
+            except ValueError:
+                return 1 << 30
+
+        # Best first; ties go to the earliest job, as Optuna's best_trial does.
+        sign = -1.0 if mode == "max" else 1.0
+        ok.sort(key=lambda r: (sign * score(r), job(r)))
         failed = [r for r in children if r not in ok]
         split = {r.info.run_id: r.data.tags.get("hydra.overrides", "").split() for r in children}
         common = set.intersection(*(set(v) for v in split.values())) if split else set()
