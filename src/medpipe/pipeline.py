@@ -55,9 +55,11 @@ def resolve_loader(loader: str, augmentation_ops: list) -> str:
     return loader
 
 
-def build_datamodule(cfg: dict[str, Any], seed: int) -> MedDataModule:
+def build_datamodule(cfg: dict[str, Any], seed: int, folder: Path | None = None) -> MedDataModule:
+    """`folder`: the processed data when the caller has prepared it already (else prepared here)."""
     data = cfg["data"]
-    folder = prepare_dataset(data, cfg["paths"]["processed_dir"], cfg["paths"]["raw_dir"])
+    if folder is None:
+        folder = prepare_dataset(data, cfg["paths"]["processed_dir"], cfg["paths"]["raw_dir"])
     ops = list((cfg.get("augmentation") or {}).get("train") or [])
     loader = resolve_loader(data.get("loader", "auto"), ops)
     transform = build_albumentations(ops, seed) if loader == "workers" else None
@@ -199,13 +201,13 @@ def _input_example(dm: MedDataModule) -> np.ndarray:
 
 
 # -- train -----------------------------------------------------------------------------------------
-def train(cfg: DictConfig) -> float | None:
+def train(cfg: DictConfig, folder: Path | None = None) -> float | None:
     """Fit, test the best checkpoint, write outputs and track the run. Returns the best monitor value."""
     c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     out_dir = Path(c["paths"]["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(int(c["seed"]), workers=True, verbose=False)
-    dm = build_datamodule(c, int(c["seed"]))
+    dm = build_datamodule(c, int(c["seed"]), folder)
     meta = dm.meta
     task = build_task(c, meta)
     callbacks, bar, history = build_callbacks(c, out_dir)

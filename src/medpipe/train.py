@@ -14,10 +14,11 @@ from medpipe.entry import hydra_entry
 def main(cfg: DictConfig) -> float | None:
     from medpipe.data.prepare import prepare_from_config
 
-    prepare_from_config(cfg)  # numpy only: a bad data file fails before torch is imported
+    # numpy only: a bad data file fails before torch is imported; train reuses the folder
+    folder = prepare_from_config(cfg)
     from medpipe.pipeline import train
 
-    return train(cfg)
+    return train(cfg, folder)
 
 
 if __name__ == "__main__":
