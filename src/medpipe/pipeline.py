@@ -25,12 +25,15 @@ from medpipe.data.batch_augment import BatchAugment
 from medpipe.data.datamodule import MedDataModule
 from medpipe.data.prepare import prepare_dataset
 from medpipe.data.processed import DatasetMeta
-from medpipe.data.transforms import build_albumentations
+from medpipe.data.transforms import build_transforms
 from medpipe.dvc_provenance import dvc_tags
 from medpipe.errors import ConfigError, DataError
-from medpipe.evaluation.report import write_test_report
+from medpipe.evaluation.report import write_regression_report, write_test_report
 from medpipe.models.classification import ClassificationTask, InferenceModel, num_outputs
+from medpipe.models.regression import RegressionInferenceModel, RegressionTask
+from medpipe.models.task import MedTask
 from medpipe.paths import project_root
+from medpipe.task_check import task_problems
 from medpipe.tracking.provenance import git_info, hydra_overrides
 from medpipe.tracking.sweep import PARENT_ENV
 
@@ -55,14 +58,20 @@ def resolve_loader(loader: str, augmentation_ops: list) -> str:
     return loader
 
 
-def build_datamodule(cfg: dict[str, Any], seed: int, folder: Path | None = None) -> MedDataModule:
-    """`folder`: the processed data when the caller has prepared it already (else prepared here)."""
+def build_datamodule(
+    cfg: dict[str, Any],
+    seed: int,
+    folder: Path | None = None,
+    folds: dict[str, np.ndarray] | None = None,
+) -> MedDataModule:
+    """`folder`: the processed data when the caller has prepared it already (else prepared here);
+    `folds`: row indices of each split into the pooled data (cross-validation)."""
     data = cfg["data"]
     if folder is None:
         folder = prepare_dataset(data, cfg["paths"]["processed_dir"], cfg["paths"]["raw_dir"])
     ops = list((cfg.get("augmentation") or {}).get("train") or [])
     loader = resolve_loader(data.get("loader", "auto"), ops)
-    transform = build_albumentations(ops, seed) if loader == "workers" else None
+    transform = build_transforms(ops, seed, data["kind"]) if loader == "workers" else None
     batch_augment = BatchAugment(ops, seed) if loader == "memory" and ops else None
     return MedDataModule(
         folder,
@@ -73,40 +82,42 @@ def build_datamodule(cfg: dict[str, Any], seed: int, folder: Path | None = None)
         seed=seed,
         train_transform=transform,
         batch_augment=batch_augment,
+        folds=folds,
     )
 
 
-def build_task(cfg: dict[str, Any], meta: DatasetMeta) -> ClassificationTask:
+def build_task(cfg: dict[str, Any], meta: DatasetMeta) -> MedTask:
     model = cfg["model"]
-    weights = model.get("class_weights")
-    if isinstance(weights, list) and len(weights) != len(meta.classes):
-        raise ConfigError(
-            f"model.class_weights: {len(weights)} weights for the {len(meta.classes)} "
-            f"classes of {meta.name} ({', '.join(meta.classes)})"
-        )
-    if model.get("loss") == "bce" and meta.task == "multiclass":
-        raise ConfigError(
-            f"model.loss: bce needs binary or multilabel data; {meta.name} is multiclass, "
-            "use cross_entropy"
-        )
+    loss = model.get("loss", "cross_entropy")
+    problems = task_problems(cfg, meta)
+    if problems:
+        raise ConfigError(problems)
     net = instantiate(
         model["net"],
         in_channels=meta.channels,
-        num_outputs=num_outputs(meta, model.get("loss", "cross_entropy")),
+        num_outputs=num_outputs(meta, loss),
         spatial_shape=meta.sample_shape[1:],
         _convert_="all",
     )
-    task = ClassificationTask(
-        net,
-        meta,
+    common = dict(
         normalize=cfg["data"].get("normalize", "zscore"),
         optimizer=instantiate(cfg["optimizer"], _convert_="all"),
         scheduler=cfg["scheduler"],
         max_epochs=int(cfg["trainer"]["max_epochs"]),
-        loss=model.get("loss", "cross_entropy"),
-        class_weights=model.get("class_weights"),
-        label_smoothing=model.get("label_smoothing", 0.0),
     )
+    if meta.task == "regression":
+        task: MedTask = RegressionTask(
+            net, meta, loss=loss, huber_delta=model.get("huber_delta", 1.0), **common
+        )
+    else:
+        task = ClassificationTask(
+            net,
+            meta,
+            loss=loss,
+            class_weights=model.get("class_weights"),
+            label_smoothing=model.get("label_smoothing", 0.0),
+            **common,
+        )
     task.run_config = cfg
     return task
 
@@ -140,13 +151,13 @@ def _run_tags(cfg: dict[str, Any], meta: DatasetMeta, extra: dict[str, str]) -> 
         **dvc_tags(cfg["paths"]["processed_dir"]),  # dvc.stage, dvc.data.md5 under DVC
     }
     tags.update({str(k): str(v) for k, v in (cfg.get("tags") or {}).items()})
-    tags.update(extra)
     parent = os.environ.get(PARENT_ENV)
     if parent:  # a job of a sweep: nest it under the sweep's parent run
         tags["mlflow.parentRunId"] = parent
         tags["sweep.job_num"] = str(_job_num())
     if cfg.get("optuna_trial") is not None:
         tags["optuna.trial"] = str(cfg["optuna_trial"])
+    tags.update(extra)  # e.g. a cross-validation fold's parent and fold number
     return tags
 
 
@@ -159,7 +170,10 @@ def _job_num() -> int | str:
         return ""
 
 
-def _create_run(cfg: dict[str, Any], meta: DatasetMeta):
+def create_run(
+    cfg: dict[str, Any], meta: DatasetMeta, extra_tags: dict[str, str] | None = None, suffix=""
+):
+    """The MLflow run of a training (or of a cross-validation's parent), tags and params logged."""
     from medpipe.tracking.mlflow_run import MlflowRun, default_artifact_location, tracking_uri
 
     mcfg = cfg["logger"]["mlflow"] or {}
@@ -171,9 +185,9 @@ def _create_run(cfg: dict[str, Any], meta: DatasetMeta):
     return MlflowRun.create(
         uri=uri,
         experiment_name=cfg["experiment_name"],
-        run_name=name,
+        run_name=name + suffix,
         artifact_location=default_artifact_location(uri, mcfg.get("artifact_location"), mlflow_dir),
-        tags=_run_tags(cfg, meta, {}),
+        tags=_run_tags(cfg, meta, extra_tags or {}),
         params=cfg,
         synchronous=bool(mcfg.get("synchronous", False)),
     )
@@ -196,18 +210,46 @@ def print_metrics(title: str, metrics: dict[str, float]) -> None:
         print(f"  {k:<28} {metrics[k]:.4f}")
 
 
+def write_outputs_report(task: MedTask, out_dir: Path) -> dict[str, Path]:
+    """The test split's figures and report from the task's gathered test outputs."""
+    if task.test_outputs is None:
+        return {}
+    out, target = (t.numpy() for t in task.test_outputs)
+    meta = task.meta
+    if meta.task == "regression":
+        return write_regression_report(out, target, meta.classes[0], out_dir)
+    return write_test_report(out, target, meta.task, meta.classes, out_dir)
+
+
 def _input_example(dm: MedDataModule) -> np.ndarray:
     return np.asarray(dm.split_arrays("test").x[:2]).astype(np.float32)
 
 
 # -- train -----------------------------------------------------------------------------------------
 def train(cfg: DictConfig, folder: Path | None = None) -> float | None:
-    """Fit, test the best checkpoint, write outputs and track the run. Returns the best monitor value."""
+    """Fit, test the best checkpoint, write outputs and track the run. Returns the best monitor
+    value (for sweepers); with cv.folds >= 2, every fold in turn, and the mean over folds."""
+    if int(OmegaConf.select(cfg, "cv.folds") or 0) >= 2:
+        from medpipe.crossval import cross_validate
+
+        return cross_validate(cfg, folder)
+    return train_once(cfg, folder)[0]
+
+
+def train_once(
+    cfg: DictConfig,
+    folder: Path | None = None,
+    folds: dict[str, np.ndarray] | None = None,
+    run_tags: dict[str, str] | None = None,
+    run_suffix: str = "",
+) -> tuple[float, dict[str, float]]:
+    """One training: (best monitor value, test metrics). `folds` and `run_tags` make it one fold of
+    a cross-validation (its rows of the pooled data; its parent run and fold number)."""
     c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     out_dir = Path(c["paths"]["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(int(c["seed"]), workers=True, verbose=False)
-    dm = build_datamodule(c, int(c["seed"]), folder)
+    dm = build_datamodule(c, int(c["seed"]), folder, folds)
     meta = dm.meta
     task = build_task(c, meta)
     callbacks, bar, history = build_callbacks(c, out_dir)
@@ -218,7 +260,7 @@ def train(cfg: DictConfig, folder: Path | None = None) -> float | None:
     if rank_zero_only.rank == 0:
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if "mlflow" in (c.get("logger") or {}) and not fast and rank_zero_only.rank == 0:
-        run = _create_run(c, meta)
+        run = create_run(c, meta, run_tags, run_suffix)
         loggers.append(run.logger)
     if "csv" in (c.get("logger") or {}):
         from lightning.pytorch.loggers import CSVLogger
@@ -257,10 +299,7 @@ def train(cfg: DictConfig, folder: Path | None = None) -> float | None:
             files = [out_dir / "metrics.json", out_dir / "config.yaml"]
             if (out_dir / "history.csv").exists():
                 files.append(out_dir / "history.csv")
-            report = {}
-            if task.test_outputs is not None:
-                probs, target = (t.numpy() for t in task.test_outputs)
-                report = write_test_report(probs, target, meta.task, meta.classes, out_dir)
+            report = write_outputs_report(task, out_dir)
             if run is not None:
                 _log_run_outputs(run, c, dm, task, files, report, best_path)
             print_metrics(
@@ -276,7 +315,7 @@ def train(cfg: DictConfig, folder: Path | None = None) -> float | None:
                     f"MLflow run {run.run_id} in experiment '{c['experiment_name']}' "
                     f"({run.logger._tracking_uri}); browse with `make ui`"
                 )
-    return best
+    return best, test_metrics
 
 
 def _best_row(rows: list[dict[str, float]], monitor: str, mode: str) -> dict[str, float]:
@@ -291,7 +330,7 @@ def _log_run_outputs(
     run,
     cfg: dict[str, Any],
     dm: MedDataModule,
-    task: ClassificationTask,
+    task: MedTask,
     files: list[Path],
     report: dict[str, Path],
     best_path: str,
@@ -303,14 +342,15 @@ def _log_run_outputs(
     for f in files:
         if f.name != "config.yaml":
             run.log_artifact(f)
-    for key, f in report.items():
-        run.log_artifact(f, "plots" if key in ("confusion_matrix", "roc") else "reports")
+    for f in report.values():
+        run.log_artifact(f, "plots" if f.suffix == ".png" else "reports")
     if best_path:
         run.log_artifact(Path(best_path), "checkpoints")
     if cfg.get("log_model", True):
         import monai
 
-        model = InferenceModel(task).cpu().eval()
+        exported = RegressionInferenceModel if task.meta.task == "regression" else InferenceModel
+        model = exported(task).cpu().eval()
         reqs = [
             f"torch=={torch.__version__.split('+')[0]}",
             f"monai=={monai.__version__}",
@@ -363,9 +403,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     results = trainer.test(task, datamodule=dm, verbose=False)
     metrics = _floats(results[0]) if results else {}
     write_json(out_dir / "metrics.json", metrics)
-    if task.test_outputs is not None:
-        probs, target = (t.numpy() for t in task.test_outputs)
-        write_test_report(probs, target, meta.task, meta.classes, out_dir)
+    write_outputs_report(task, out_dir)
     print_metrics(f"test metrics of {c['ckpt_path']} ({meta.name}):", metrics)
     print(f"outputs: {out_dir}")
     return metrics

@@ -5,6 +5,9 @@ memory:  every split lives as one tensor on the training device; batches are sli
 workers: a torch DataLoader over the memory-mapped arrays, for per-sample augmentation
          (albumentations) or data that does not fit on the device.
 Samples stay in their stored dtype (uint8 for images); the task module normalises them on device.
+Padded sequences travel with their true lengths: batches are (x, y, lengths) instead of (x, y).
+For cross-validation the module reads the samples of every split pooled and takes each split's
+rows from an index (`folds`).
 """
 
 from __future__ import annotations
@@ -18,23 +21,26 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from medpipe.data.processed import DatasetMeta, Split, read_meta, read_split
+from medpipe.data.processed import SPLITS, DatasetMeta, Split, read_meta, read_split
 
 
 class ArrayDataset(Dataset):
     """Samples of one split, optionally transformed (training augmentation)."""
 
     def __init__(self, split: Split, transform: Callable[[np.ndarray], np.ndarray] | None = None):
-        self.x, self.y, self.transform = split.x, split.y, transform
+        self.x, self.y, self.lengths, self.transform = split.x, split.y, split.lengths, transform
 
     def __len__(self) -> int:
         return len(self.x)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         x = np.array(self.x[i])  # a copy: the memory-mapped source is read-only
         if self.transform is not None:
             x = np.ascontiguousarray(self.transform(x))
-        return torch.from_numpy(x), torch.as_tensor(self.y[i])
+        item = (torch.from_numpy(x), torch.as_tensor(self.y[i]))
+        if self.lengths is not None:
+            item += (torch.as_tensor(int(self.lengths[i])),)
+        return item
 
 
 class DeviceBatches:
@@ -55,8 +61,9 @@ class DeviceBatches:
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
+        lengths: torch.Tensor | None = None,
     ):
-        self.x, self.y = x, y
+        self.x, self.y, self.lengths = x, y, lengths
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.epoch_fn, self.rank, self.world_size, self.drop_last = (
             epoch_fn,
@@ -83,11 +90,18 @@ class DeviceBatches:
         n = math.ceil(len(self.x) / self.world_size)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         idx = self._indices()
         for b in range(len(self)):
             j = idx[b * self.batch_size : (b + 1) * self.batch_size]
-            yield self.x.index_select(0, j), self.y.index_select(0, j)
+            if self.lengths is None:
+                yield self.x.index_select(0, j), self.y.index_select(0, j)
+            else:
+                yield (
+                    self.x.index_select(0, j),
+                    self.y.index_select(0, j),
+                    self.lengths.index_select(0, j),
+                )
 
 
 class MedDataModule(L.LightningDataModule):
@@ -102,6 +116,7 @@ class MedDataModule(L.LightningDataModule):
         train_transform: Callable[[np.ndarray], np.ndarray] | None = None,
         eval_batch_size: int | None = None,
         batch_augment: torch.nn.Module | None = None,
+        folds: dict[str, np.ndarray] | None = None,
     ):
         super().__init__()
         self.folder = Path(folder)
@@ -116,8 +131,9 @@ class MedDataModule(L.LightningDataModule):
         self.batch_augment = (
             batch_augment  # on-device augmentation of training batches (memory path)
         )
+        self.folds = folds  # split -> row indices into the pooled splits (cross-validation)
         self.splits: dict[str, Split] = {}
-        self._device_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._device_splits: dict[str, tuple[torch.Tensor, ...]] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.batch_augment is not None and self.trainer is not None:
@@ -132,19 +148,26 @@ class MedDataModule(L.LightningDataModule):
         }.get(stage or "", ("train", "val", "test"))
         for split in wanted:
             if split not in self.splits:
-                self.splits[split] = read_split(self.folder, split, mmap=self.loader == "workers")
+                self.splits[split] = self._read(split, mmap=self.loader == "workers")
             if self.loader == "memory" and split not in self._device_splits:
                 s = self.splits[split]
                 device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
-                self._device_splits[split] = (
-                    torch.from_numpy(np.ascontiguousarray(s.x)).to(device),
-                    torch.from_numpy(np.ascontiguousarray(s.y)).to(device),
+                arrays = [s.x, s.y] + ([s.lengths] if s.lengths is not None else [])
+                self._device_splits[split] = tuple(
+                    torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays
                 )
+
+    def _read(self, split: str, mmap: bool) -> Split:
+        if self.folds is None:
+            return read_split(self.folder, split, mmap=mmap)
+        pooled = pooled_split(self.folder)
+        rows = self.folds[split]
+        lengths = pooled.lengths[rows] if pooled.lengths is not None else None
+        return Split(pooled.x[rows], pooled.y[rows], lengths)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.batch_augment is not None and self.trainer is not None and self.trainer.training:
-            x, y = batch
-            return self.batch_augment(x), y
+            return (self.batch_augment(batch[0]), *batch[1:])
         return batch
 
     def _epoch(self) -> int:
@@ -158,12 +181,13 @@ class MedDataModule(L.LightningDataModule):
     def _loader(self, split: str, train: bool):
         batch = self.batch_size if train else self.eval_batch_size
         if self.loader == "memory":
-            x, y = self._device_splits[split]
+            x, y, *lengths = self._device_splits[split]
             rank, world = self._rank_world()
             return DeviceBatches(
                 x,
                 y,
                 batch,
+                lengths=lengths[0] if lengths else None,
                 shuffle=train,
                 seed=self.seed,
                 epoch_fn=self._epoch,
@@ -193,5 +217,14 @@ class MedDataModule(L.LightningDataModule):
     def split_arrays(self, split: str) -> Split:
         """The raw arrays of a split (for reports and input examples)."""
         if split not in self.splits:
-            self.splits[split] = read_split(self.folder, split, mmap=True)
+            self.splits[split] = self._read(split, mmap=True)
         return self.splits[split]
+
+
+def pooled_split(folder: str | Path) -> Split:
+    """Every sample of a processed dataset, train then val then test (cross-validation pools)."""
+    parts = [read_split(folder, s, mmap=False) for s in SPLITS]
+    lengths = np.concatenate([p.lengths for p in parts]) if parts[0].lengths is not None else None
+    return Split(
+        np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]), lengths
+    )

@@ -50,7 +50,7 @@ def prepare_dataset(
     data = source.load()
     x0 = data.splits["train"].x
     n_classes = len(data.classes)
-    mean, std = channel_stats(np.asarray(x0), data.scale)
+    mean, std = channel_stats(np.asarray(x0), data.scale, data.splits["train"].lengths)
     meta = DatasetMeta(
         name=data_cfg["name"],
         task=data.task,
@@ -65,7 +65,12 @@ def prepare_dataset(
         scale=data.scale,
         fingerprint=fp,
         source={**desc, **data.info},
+        score_classes=list(data.score_classes),
     )
+    if data.task == "regression":
+        y = np.asarray(data.splits["train"].y, dtype=np.float64)
+        meta.target_mean = float(y.mean())
+        meta.target_std = float(y.std()) or 1.0
     for s in SPLITS:
         if data.splits[s].x.shape[1:] != x0.shape[1:]:
             raise DataError(

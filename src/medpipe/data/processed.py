@@ -1,7 +1,8 @@
 """medpipe's one processed format, which every source writes and training reads.
 
 A processed dataset is a folder holding, per split (train, val, test), `<split>_x.npy` (samples,
-channels first: image (N,C,H,W), volume (N,C,D,H,W), signal (N,C,T), frames (N,T,C,H,W)),
+channels first: image (N,C,H,W), volume (N,C,D,H,W), signal (N,C,T), frames (N,C,T,H,W): a frame
+sequence is stored like a volume whose depth axis is time),
 `<split>_y.npy` (int64 class indices (N,), float32 multi-hot (N,K) or float32 targets) and, for
 padded sequences, `<split>_lengths.npy`; plus `meta.json` with the task, class names, sample kind,
 per-channel intensity statistics of the training split and the hashes that tie it to its source.
@@ -55,6 +56,9 @@ class DatasetMeta:
     content_sha256: str = ""  # hash of the array files
     source: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    score_classes: list[str] = field(default_factory=list)  # classes a challenge F1 averages
+    target_mean: float = 0.0  # regression: train target mean and std (the net learns z-scores)
+    target_std: float = 1.0
 
     @property
     def num_outputs(self) -> int:
@@ -82,12 +86,20 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def channel_stats(x: np.ndarray, scale: float) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of x / scale, over every axis except the channel axis (1)."""
-    axes = tuple(i for i in range(x.ndim) if i != 1)
+def channel_stats(
+    x: np.ndarray, scale: float, lengths: np.ndarray | None = None
+) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of x / scale, over every axis except the channel axis (1); for
+    padded sequences (N, C, T) with `lengths`, over the valid samples only."""
     xs = x.astype(np.float64) / scale
-    mean = xs.mean(axis=axes)
-    std = xs.std(axis=axes)
+    if lengths is not None and xs.ndim == 3:
+        valid = np.arange(xs.shape[2])[None, :] < np.asarray(lengths)[:, None]  # (N, T)
+        xs = xs.transpose(1, 0, 2)[:, valid]  # (C, n_valid)
+        axes: tuple[int, ...] = (1,)
+        mean, std = xs.mean(axis=axes), xs.std(axis=axes)
+    else:
+        axes = tuple(i for i in range(x.ndim) if i != 1)
+        mean, std = xs.mean(axis=axes), xs.std(axis=axes)
     std = np.where(std > 0, std, 1.0)
     return [float(v) for v in mean], [float(v) for v in std]
 

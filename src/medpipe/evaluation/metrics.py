@@ -1,9 +1,13 @@
-"""Classification metrics with torchmetrics, `average` always explicit.
+"""Task metrics with torchmetrics, `average` always explicit.
 
-Keys (prefixed `{split}/`): acc (micro accuracy), balanced_acc (mean per-class recall), precision,
-recall (sensitivity), specificity, f1, f1_macro, f1_<class> (per class) and auroc. For binary tasks
-precision, recall, specificity and f1 are those of the positive class (the clinical convention);
-for multiclass and multilabel tasks they are macro averages over classes.
+Classification keys (prefixed `{split}/`): acc (micro accuracy), balanced_acc (mean per-class
+recall), precision, recall (sensitivity), specificity, f1, f1_macro, f1_<class> (per class) and
+auroc; f1_score when the dataset names the classes its challenge score averages (PhysioNet 2017:
+the mean F1 of N, A and O). For binary tasks precision, recall, specificity and f1 are those of the
+positive class (the clinical convention); for multiclass and multilabel tasks they are macro
+averages over classes.
+
+Regression keys: mae, rmse, r2 (coefficient of determination), in the target's own units.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import re
 
 import torch
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricCollection, R2Score
 from torchmetrics.classification import (
     BinaryAccuracy,
     BinaryAUROC,
@@ -44,9 +48,10 @@ class ClassificationMetrics(nn.Module):
     """All metrics of one split. update() takes probabilities: (N,) positive-class probability for
     binary tasks, (N, C) class probabilities for multiclass, (N, K) label probabilities for multilabel."""
 
-    def __init__(self, task: str, classes: list[str]):
+    def __init__(self, task: str, classes: list[str], score_classes: list[str] | None = None):
         super().__init__()
         self.task, self.classes = task, list(classes)
+        self.score_index = [self.classes.index(c) for c in score_classes or []]
         k = len(classes)
         if task == "binary":
             self.main = MetricCollection(
@@ -110,6 +115,8 @@ class ClassificationMetrics(nn.Module):
         if self.task == "multilabel":
             values["balanced_acc"] = (values["recall"] + values["specificity"]) / 2
         per_class = values.pop("f1_class")
+        if self.score_index:
+            values["f1_score"] = per_class[self.score_index].mean()
         for name, v in zip(self.classes, per_class, strict=True):
             values[f"f1_{class_key(name)}"] = v
         return values
@@ -118,3 +125,31 @@ class ClassificationMetrics(nn.Module):
         self.main.reset()
         if self.per_class is not None:
             self.per_class.reset()
+
+
+def train_accuracy(task: str, n_classes: int) -> Metric:
+    """The running training accuracy, without per-step argument checks (they sync the device)."""
+    if task == "binary":
+        return BinaryAccuracy(validate_args=False)
+    if task == "multiclass":
+        return MulticlassAccuracy(n_classes, average="micro", validate_args=False)
+    return MultilabelAccuracy(n_classes, average="micro", validate_args=False)
+
+
+class RegressionMetrics(nn.Module):
+    """mae, rmse and r2 of predicted values (N,) against targets (N,)."""
+
+    def __init__(self):
+        super().__init__()
+        self.main = MetricCollection(
+            {"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False), "r2": R2Score()}
+        )
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        self.main.update(pred.float(), target.float())
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        return dict(self.main.compute())
+
+    def reset(self) -> None:
+        self.main.reset()

@@ -205,3 +205,48 @@ def write_test_report(
     files["report_txt"].write_text(report_text(report))
     write_plot_data(probs, target, task, classes, plots)
     return files
+
+
+def write_regression_report(
+    pred: np.ndarray, target: np.ndarray, name: str, out_dir: Path
+) -> dict[str, Path]:
+    """Write plots/pred_vs_true.png (scatter with the identity line), plots/pred_vs_true.csv and
+    regression_report.json (n, mae, rmse, r2, bias, the largest errors' indices)."""
+    plots = out_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    files = {
+        "pred_vs_true": plots / "pred_vs_true.png",
+        "report_json": out_dir / "regression_report.json",
+    }
+    pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
+    err = pred - target
+    ss_tot = float(((target - target.mean()) ** 2).sum())
+    report = {
+        "target": name,
+        "n": int(len(target)),
+        "mae": float(np.abs(err).mean()),
+        "rmse": float(np.sqrt((err**2).mean())),
+        "r2": 1.0 - float((err**2).sum()) / ss_tot if ss_tot > 0 else None,
+        "bias": float(err.mean()),
+        "largest_errors": [
+            {"index": int(i), "true": float(target[i]), "predicted": float(pred[i])}
+            for i in np.argsort(-np.abs(err))[:10]
+        ],
+    }
+    files["report_json"].write_text(json.dumps(report, indent=2))
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(target, pred, s=8, alpha=0.6)
+    lo, hi = float(min(target.min(), pred.min())), float(max(target.max(), pred.max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set_xlabel(f"true {name}")
+    ax.set_ylabel(f"predicted {name}")
+    ax.set_title(f"Test: MAE {report['mae']:.3g}, RMSE {report['rmse']:.3g}")
+    fig.tight_layout()
+    fig.savefig(files["pred_vs_true"], dpi=120)
+    plt.close(fig)
+    _write_csv(
+        plots / "pred_vs_true.csv",
+        ["true", "predicted"],
+        zip(target.tolist(), pred.tolist(), strict=True),
+    )
+    return files

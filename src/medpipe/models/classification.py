@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
-import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from medpipe.data.processed import DatasetMeta
-from medpipe.data.transforms import Normalizer
-from medpipe.evaluation.metrics import ClassificationMetrics
-from medpipe.models.optim import build_scheduler
+from medpipe.evaluation.metrics import ClassificationMetrics, train_accuracy
+from medpipe.models.task import MedTask
 
 
 def class_weights_from(spec: Any, meta: DatasetMeta) -> torch.Tensor | None:
@@ -33,11 +30,10 @@ def num_outputs(meta: DatasetMeta, loss: str) -> int:
     return 1 if (meta.task == "binary" and loss == "bce") else meta.num_outputs
 
 
-class ClassificationTask(L.LightningModule):
-    """Loss, metrics, logging and optimisation for a classification net.
+class ClassificationTask(MedTask):
+    """Cross-entropy (or BCE) on logits; metrics read probabilities."""
 
-    Input batches carry samples in their stored dtype; `preprocess` normalises them on the device.
-    """
+    train_metric_name = "acc"
 
     def __init__(
         self,
@@ -51,30 +47,14 @@ class ClassificationTask(L.LightningModule):
         class_weights: Any = None,
         label_smoothing: float = 0.0,
     ):
-        super().__init__()
-        self.net = net
-        self.meta = meta
-        self.task = meta.task
+        super().__init__(net, meta, normalize, optimizer, scheduler, max_epochs)
         self.loss_name = loss
         self.label_smoothing = float(label_smoothing)
-        self.optimizer_factory = optimizer
-        self.scheduler_cfg = dict(scheduler)
-        self.max_epochs = max_epochs
-        self.preprocess = Normalizer(
-            normalize, meta.scale, meta.mean, meta.std, spatial_dims=len(meta.sample_shape) - 1
-        )
         weights = class_weights_from(class_weights, meta)
         self.register_buffer("class_weight", weights if weights is not None else torch.empty(0))
-        self.val_metrics = ClassificationMetrics(meta.task, meta.classes)
-        self.test_metrics = ClassificationMetrics(meta.task, meta.classes)
-        self.train_acc = ClassificationMetrics(meta.task, meta.classes).main["acc"]
-        self.run_config: dict[str, Any] = {}
-        self.test_outputs: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._test_buffer: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    # -- model ---------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.preprocess(x))
+        self.val_metrics = ClassificationMetrics(meta.task, meta.classes, meta.score_classes)
+        self.test_metrics = ClassificationMetrics(meta.task, meta.classes, meta.score_classes)
+        self.train_metric = train_accuracy(meta.task, len(meta.classes))
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Binary: P(positive) (N,); multiclass: softmax (N, C); multilabel: sigmoid (N, K)."""
@@ -84,7 +64,9 @@ class ClassificationTask(L.LightningModule):
             return logits.softmax(1)
         return torch.sigmoid(logits)
 
-    def _metric_target(self, y: torch.Tensor) -> torch.Tensor:
+    outputs = probabilities
+
+    def metric_target(self, y: torch.Tensor) -> torch.Tensor:
         return y.long() if self.task == "multilabel" else y  # multi-hot targets are stored as float
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -98,84 +80,6 @@ class ClassificationTask(L.LightningModule):
             )
         return F.cross_entropy(logits, y.long(), weight=w, label_smoothing=self.label_smoothing)
 
-    # -- steps ---------------------------------------------------------------------------------
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self(x)
-        loss = self.loss(logits, y)
-        self.train_acc.update(self.probabilities(logits.detach()), self._metric_target(y))
-        # Epoch-level only: accumulated on the device, reduced (and synced across ranks) once per epoch.
-        self.log(
-            "train/loss",
-            loss,
-            on_step=False,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(x),
-            sync_dist=True,
-        )
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(x))
-        return loss
-
-    def _eval_step(self, batch, split: str, metrics: ClassificationMetrics) -> torch.Tensor:
-        x, y = batch
-        logits = self(x)
-        self.log(
-            f"{split}/loss",
-            self.loss(logits, y),
-            on_step=False,
-            on_epoch=True,
-            prog_bar=split == "val",
-            batch_size=len(x),
-            sync_dist=True,
-        )
-        probs = self.probabilities(logits)
-        metrics.update(probs, self._metric_target(y))
-        return probs
-
-    def _log_metrics(self, split: str, metrics: ClassificationMetrics) -> None:
-        for name, value in metrics.compute().items():
-            self.log(f"{split}/{name}", value, prog_bar=split == "val" and name == "auroc")
-        metrics.reset()
-
-    def validation_step(self, batch, batch_idx):
-        self._eval_step(batch, "val", self.val_metrics)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val", self.val_metrics)
-
-    def on_test_epoch_start(self) -> None:
-        self._test_buffer = []
-
-    def test_step(self, batch, batch_idx):
-        probs = self._eval_step(batch, "test", self.test_metrics)
-        self._test_buffer.append((probs.detach(), batch[1].detach()))
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.test_metrics)
-        probs = torch.cat([p for p, _ in self._test_buffer])
-        target = torch.cat([t for _, t in self._test_buffer])
-        if self.trainer.world_size > 1:
-            probs = self.all_gather(probs).flatten(0, 1)
-            target = self.all_gather(target).flatten(0, 1)
-        self.test_outputs = (probs.float().cpu(), target.cpu())
-        self._test_buffer = []
-
-    # -- optimisation --------------------------------------------------------------------------
-    def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
-        scheduler = build_scheduler(optimizer, self.scheduler_cfg, self.max_epochs)
-        if scheduler is None:
-            return optimizer
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
-        }
-
-    # -- checkpoints carry what is needed to rebuild the task ---------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["medpipe"] = {"config": self.run_config, "meta": asdict(self.meta)}
-
 
 class InferenceModel(nn.Module):
     """What is exported to MLflow: raw intensities (stored scale, float32) in, probabilities out."""
@@ -185,8 +89,9 @@ class InferenceModel(nn.Module):
         self.preprocess, self.net, self.kind = task.preprocess, task.net, task.task
         self.one_logit = num_outputs(task.meta, task.loss_name) == 1 and task.task == "binary"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.net(self.preprocess(x))
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.preprocess(x)
+        logits = self.net(x) if lengths is None else self.net(x, lengths=lengths)
         if self.kind == "multiclass" or (self.kind == "binary" and not self.one_logit):
             return logits.softmax(1)
         return torch.sigmoid(logits)

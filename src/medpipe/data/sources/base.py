@@ -16,6 +16,7 @@ class SourceData:
     classes: list[str]
     scale: float = 255.0
     info: dict[str, Any] = field(default_factory=dict)  # provenance: file, sha256, url, ...
+    score_classes: list[str] = field(default_factory=list)  # classes a challenge F1 averages
 
 
 class Source:

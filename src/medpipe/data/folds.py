@@ -1,0 +1,53 @@
+"""Stratified k-fold splits of a processed dataset's pooled samples (numpy and scikit-learn only).
+
+Every sample of the train, val and test splits is pooled (in that order); fold i tests on the i-th
+part and validates on a stratified `val_fraction` of the rest, trains on what remains. Classes are
+stratified for classification (the first label for multilabel data), quantile bins of the target for
+regression, so each fold sees the same class balance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from medpipe.errors import ConfigError
+
+
+def strata(y: np.ndarray, task: str, folds: int) -> np.ndarray:
+    """The label each sample is stratified on."""
+    y = np.asarray(y)
+    if task == "regression":
+        edges = np.quantile(y, np.linspace(0, 1, folds + 1)[1:-1])
+        return np.searchsorted(edges, y, side="right")
+    if task == "multilabel":
+        return y[:, 0].astype(np.int64)
+    return y.astype(np.int64)
+
+
+def make_folds(
+    y: np.ndarray, task: str, folds: int, val_fraction: float, seed: int
+) -> list[dict[str, np.ndarray]]:
+    """For each fold {'train', 'val', 'test'}: sorted row indices into the pooled samples."""
+    labels = strata(y, task, folds)
+    counts = np.bincount(labels)
+    if counts[counts > 0].min() < folds:
+        smallest = int(np.flatnonzero(counts == counts[counts > 0].min())[0])
+        raise ConfigError(
+            f"cv.folds: {folds} stratified folds need at least {folds} samples of every class; "
+            f"class {smallest} has {int(counts[smallest])} of {len(labels)} samples"
+        )
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    out = []
+    for rest, test in splitter.split(np.zeros(len(labels)), labels):
+        train, val = train_test_split(
+            rest, test_size=val_fraction, random_state=seed, stratify=_stratify(labels[rest])
+        )
+        out.append({"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)})
+    return out
+
+
+def _stratify(labels: np.ndarray) -> np.ndarray | None:
+    """Stratify the validation draw unless a class is too rare for it (then draw at random)."""
+    counts = np.bincount(labels)
+    return labels if counts[counts > 0].min() >= 2 else None

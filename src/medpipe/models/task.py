@@ -1,0 +1,163 @@
+"""What every task module shares: on-device preprocessing, batches with or without lengths, cheap
+epoch-level logging, test outputs for reports, optimisation and self-describing checkpoints.
+
+Subclasses (classification, regression) define the loss, the outputs the metrics read and the
+metric collections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from torch import nn
+
+from medpipe.data.processed import DatasetMeta
+from medpipe.data.transforms import Normalizer
+from medpipe.models.optim import build_scheduler
+
+
+def unpack(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(x, y) or (x, y, lengths): padded sequences carry their true lengths."""
+    if len(batch) == 3:
+        return batch[0], batch[1], batch[2]
+    return batch[0], batch[1], None
+
+
+class MedTask(L.LightningModule):
+    """Training, evaluation and test loops over any net; the subclass says what is learnt.
+
+    Input batches carry samples in their stored dtype; `preprocess` normalises them on the device.
+    Training loss and the training metric are accumulated on the device and logged once per epoch
+    (no per-step logging, no per-step host-device sync).
+    """
+
+    train_metric_name = ""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        meta: DatasetMeta,
+        normalize: str,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: dict[str, Any],
+        max_epochs: int,
+    ):
+        super().__init__()
+        self.net = net
+        self.meta = meta
+        self.task = meta.task
+        self.optimizer_factory = optimizer
+        self.scheduler_cfg = dict(scheduler)
+        self.max_epochs = max_epochs
+        self.preprocess = Normalizer(
+            normalize, meta.scale, meta.mean, meta.std, spatial_dims=len(meta.sample_shape) - 1
+        )
+        self.register_buffer("_loss_sum", torch.zeros((), dtype=torch.float64), persistent=False)
+        self.register_buffer("_loss_count", torch.zeros((), dtype=torch.float64), persistent=False)
+        self.run_config: dict[str, Any] = {}
+        self.test_outputs: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._test_buffer: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    # -- what subclasses define ------------------------------------------------------------------
+    def loss(self, raw: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def outputs(self, raw: torch.Tensor) -> torch.Tensor:
+        """What metrics and reports read: probabilities (classification) or values (regression)."""
+        raise NotImplementedError
+
+    def metric_target(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+    # val_metrics, test_metrics (compute() -> {name: tensor}) and train_metric (a torchmetrics
+    # Metric) are set by the subclass.
+
+    # -- model -----------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.preprocess(x)
+        return self.net(x) if lengths is None else self.net(x, lengths=lengths)
+
+    # -- steps -----------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        x, y, lengths = unpack(batch)
+        raw = self(x, lengths)
+        loss = self.loss(raw, y)
+        n = len(x)
+        self._loss_sum += loss.detach().double() * n
+        self._loss_count += n
+        self.train_metric.update(self.outputs(raw.detach()), self.metric_target(y))
+        if batch_idx + 1 >= self.trainer.num_training_batches:
+            self._log_train_epoch()
+        return loss
+
+    def _log_train_epoch(self) -> None:
+        # One call per epoch, so the epoch value is exactly this one; sync_dist averages the
+        # per-rank means once, as per-step logging with sync_dist did.
+        mean = (self._loss_sum / self._loss_count.clamp(min=1)).float()
+        self.log("train/loss", mean, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log(f"train/{self.train_metric_name}", self.train_metric, on_step=False, on_epoch=True)
+        self._loss_sum.zero_()
+        self._loss_count.zero_()
+
+    def _eval_step(self, batch, split: str, metrics: nn.Module) -> torch.Tensor:
+        x, y, lengths = unpack(batch)
+        raw = self(x, lengths)
+        self.log(
+            f"{split}/loss",
+            self.loss(raw, y),
+            on_step=False,
+            on_epoch=True,
+            prog_bar=split == "val",
+            batch_size=len(x),
+            sync_dist=True,
+        )
+        out = self.outputs(raw)
+        metrics.update(out, self.metric_target(y))
+        return out
+
+    def _log_metrics(self, split: str, metrics: nn.Module) -> None:
+        for name, value in metrics.compute().items():
+            self.log(f"{split}/{name}", value, prog_bar=split == "val" and name in ("auroc", "mae"))
+        metrics.reset()
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val", self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", self.val_metrics)
+
+    def on_test_epoch_start(self) -> None:
+        self._test_buffer = []
+
+    def test_step(self, batch, batch_idx):
+        out = self._eval_step(batch, "test", self.test_metrics)
+        self._test_buffer.append((out.detach(), batch[1].detach()))
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.test_metrics)
+        out = torch.cat([p for p, _ in self._test_buffer])
+        target = torch.cat([t for _, t in self._test_buffer])
+        if self.trainer.world_size > 1:
+            out = self.all_gather(out).flatten(0, 1)
+            target = self.all_gather(target).flatten(0, 1)
+        self.test_outputs = (out.float().cpu(), target.cpu())
+        self._test_buffer = []
+
+    # -- optimisation ----------------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        scheduler = build_scheduler(optimizer, self.scheduler_cfg, self.max_epochs)
+        if scheduler is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
+
+    # -- checkpoints carry what is needed to rebuild the task ----------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["medpipe"] = {"config": self.run_config, "meta": asdict(self.meta)}
