@@ -25,7 +25,10 @@ GROUPS = [
     "paths",
     "hydra",
 ]
-EXTRA = {"data/medmnist": ["data.flag=bloodmnist"]}
+EXTRA = {
+    "data/medmnist": ["data.flag=bloodmnist"],
+    "data/synthetic_cine": ["model=resnet3d"],
+}
 
 
 def _options():

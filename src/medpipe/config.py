@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from medpipe.data.augment_ops import ON_DEVICE, on_device, op_name
+from medpipe.data.augment_ops import LIBRARY_KINDS, ON_DEVICE, on_device, op_library, op_name
 from medpipe.errors import ConfigError
-from medpipe.evaluation.keys import CLASSIFICATION_METRICS
+from medpipe.evaluation.keys import CLASSIFICATION_METRICS, REGRESSION_METRICS, metric_direction
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -33,7 +33,7 @@ class _Closed(BaseModel):
 # -- data ------------------------------------------------------------------------------------------
 class DataCommon(_Open):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
-    source: Literal["medmnist", "synthetic_lesions"]
+    source: Literal["medmnist", "synthetic_lesions", "synthetic_cine"]
     kind: Literal["image", "volume", "signal", "frames"]
     normalize: Literal["unit", "zscore", "none"] = "zscore"
     batch_size: PosInt
@@ -49,6 +49,17 @@ class SyntheticLesionsData(DataCommon):
     n_val: Annotated[int, Field(ge=2)]
     n_test: Annotated[int, Field(ge=2)]
     prevalence: Annotated[float, Field(gt=0, lt=1)]
+    noise: Annotated[float, Field(ge=0)]
+
+
+class SyntheticCineData(DataCommon):
+    kind: Literal["frames"]
+    seed: int
+    frames: Annotated[int, Field(ge=2, le=256)]
+    image_size: Annotated[int, Field(ge=16, le=256)]
+    n_train: Annotated[int, Field(ge=2)]
+    n_val: Annotated[int, Field(ge=2)]
+    n_test: Annotated[int, Field(ge=2)]
     noise: Annotated[float, Field(ge=0)]
 
 
@@ -80,7 +91,11 @@ class MedMNISTData(DataCommon):
         return self
 
 
-DATA_MODELS = {"synthetic_lesions": SyntheticLesionsData, "medmnist": MedMNISTData}
+DATA_MODELS = {
+    "synthetic_lesions": SyntheticLesionsData,
+    "medmnist": MedMNISTData,
+    "synthetic_cine": SyntheticCineData,
+}
 
 
 # -- model, optimisation, training -----------------------------------------------------------------
@@ -104,10 +119,67 @@ class LinearNet(_Closed):
     target: str = Field(alias="_target_")
 
 
+class RNNOptions(_Closed):
+    """medpipe.models.nets.RNNHead: the recurrent part shared by RNN, CRNN1D and CRNN2D."""
+
+    cell: Literal["lstm", "gru"] = "lstm"
+    hidden_size: PosInt = 64
+    num_layers: PosInt = 2
+    bidirectional: bool = True
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    pooling: Literal["last", "mean", "attention"] = "attention"
+    input_proj: NonNegInt = 0
+
+
+class RNNNet(RNNOptions):
+    target: str = Field(alias="_target_")
+
+
+class CRNN1DNet(_Closed):
+    target: str = Field(alias="_target_")
+    channels: Annotated[list[PosInt], Field(min_length=1)] = [32, 64, 64]
+    kernel_size: PosInt = 7
+    pool: PosInt | Annotated[list[PosInt], Field(min_length=1)] = 2
+    batch_norm: bool = True
+    rnn: RNNOptions = RNNOptions()
+
+    @model_validator(mode="after")
+    def _check(self):
+        if isinstance(self.pool, list) and len(self.pool) != len(self.channels):
+            raise ValueError(
+                f"pool: {len(self.pool)} strides for {len(self.channels)} conv blocks (channels)"
+            )
+        return self
+
+
+class SliceCNNNet(_Closed):
+    target: str = Field(alias="_target_")
+    channels: Annotated[list[PosInt], Field(min_length=1)] = [32, 64, 128]
+    kernel_size: PosInt = 3
+    batch_norm: bool = True
+    feature_dim: NonNegInt = 0
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    axis: Literal[0, 1, 2] = 0
+
+
+class CRNN2DNet(_Closed):
+    target: str = Field(alias="_target_")
+    channels: Annotated[list[PosInt], Field(min_length=1)] = [32, 64, 128]
+    kernel_size: PosInt = 3
+    batch_norm: bool = True
+    feature_dim: NonNegInt = 0
+    axis: Literal[0, 1, 2] = 0
+    rnn: RNNOptions = RNNOptions()
+
+
 NET_MODELS = {
     "medpipe.models.nets.SimpleCNN": SimpleCNNNet,
     "medpipe.models.nets.ResNet": ResNetNet,
     "medpipe.models.nets.LinearClassifier": LinearNet,
+    "medpipe.models.nets.RNN": RNNNet,
+    "medpipe.models.nets.CRNN1D": CRNN1DNet,
+    "medpipe.models.nets.CRNN2D": CRNN2DNet,
+    "medpipe.models.nets.SliceCNN": SliceCNNNet,
 }
 
 
@@ -115,7 +187,8 @@ class ModelCfg(_Open):
     name: str
     accepts: Annotated[list[Literal["image", "volume", "signal", "frames"]], Field(min_length=1)]
     net: dict[str, Any]
-    loss: Literal["cross_entropy", "bce"] = "cross_entropy"
+    loss: Literal["cross_entropy", "bce", "mse", "mae", "huber"] = "cross_entropy"
+    huber_delta: Annotated[float, Field(gt=0)] = 1.0
     class_weights: (
         Literal["balanced"]
         | Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)]
@@ -189,6 +262,39 @@ class AugmentationCfg(_Closed):
     train: list[dict[str, Any]] = []
 
 
+class CVCfg(_Closed):
+    folds: Annotated[int, Field(ge=0)] = 0
+    val_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.1
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.folds == 1:
+            raise ValueError("folds: 1 fold is no cross-validation; use 0 (off) or 2 or more")
+        return self
+
+
+def _cv_problems(c: dict[str, Any]) -> list[str]:
+    cv = c.get("cv") or {}
+    if not isinstance(cv, dict) or not isinstance(cv.get("folds"), int) or cv["folds"] < 2:
+        return []
+    trainer = c.get("trainer") or {}
+    devices = trainer.get("devices", 1)
+    problems = []
+    if not c.get("test_after_fit", True):
+        problems.append("test_after_fit: cross-validation tests every fold; set it to true")
+    if trainer.get("fast_dev_run"):
+        problems.append("trainer.fast_dev_run: not with cv.folds (no checkpoint to test)")
+    if (isinstance(devices, int) and devices > 1) or (
+        isinstance(devices, list) and len(devices) > 1
+    ):
+        problems.append(
+            "trainer.devices: cross-validation trains its folds one after another in one "
+            "process; use one device per run"
+        )
+    return problems
+
+
 class TrainCfg(_Open):
     seed: int
     experiment_name: Annotated[str, Field(min_length=1)]
@@ -196,6 +302,7 @@ class TrainCfg(_Open):
     monitor_mode: Literal["max", "min"]
     test_after_fit: bool = True
     log_model: bool = True
+    cv: CVCfg = CVCfg()
 
 
 class EvaluateCfg(_Open):
@@ -219,7 +326,7 @@ def _errors(prefix: str, model: type[BaseModel], data: Any) -> list[str]:
             msg = e["msg"].removeprefix("Value error, ")
             if e["type"] == "value_error" and ":" in msg.split(" ")[0]:
                 sub, msg = msg.split(":", 1)
-                key, msg = f"{prefix}.{sub}", msg.strip()
+                key, msg = f"{key}.{sub}", msg.strip()
             got = (
                 ""
                 if e["type"] in ("missing", "value_error", "extra_forbidden")
@@ -250,6 +357,7 @@ def _validate_train(c: dict[str, Any]) -> list[str]:
     problems: list[str] = []
     problems += _errors("", TrainCfg, c)
     problems = [p.removeprefix(".") for p in problems]
+    problems += _cv_problems(c)
 
     data = _section(c, "data")
     source = data.get("source")
@@ -301,27 +409,52 @@ def _validate_train(c: dict[str, Any]) -> list[str]:
 
     aug = _section(c, "augmentation")
     problems += _errors("augmentation", AugmentationCfg, aug)
+    kind = data.get("kind")
+    first_lib: tuple[int, str] | None = None
     for i, op in enumerate(aug.get("train") or []):
         t = op.get("_target_") if isinstance(op, dict) else None
-        if not isinstance(t, str) or not t.startswith("albumentations."):
+        lib = op_library(op) if isinstance(op, dict) else None
+        if lib is None:
             problems.append(
                 f"augmentation.train[{i}]._target_: must name an albumentations transform "
-                f"(albumentations.HorizontalFlip, ...), got {_fmt_value(t)}"
+                f"(albumentations.HorizontalFlip, ...) or a MONAI array transform "
+                f"(monai.transforms.RandFlip, ...), got {_fmt_value(t)}"
             )
-        p = op.get("p", 0.5) if isinstance(op, dict) else 0.5
-        if not isinstance(p, int | float) or not 0 <= p <= 1:
+        elif kind in LIBRARY_KINDS["monai"] and kind not in LIBRARY_KINDS[lib]:
             problems.append(
-                f"augmentation.train[{i}].p: a probability in [0, 1] (got {_fmt_value(p)})"
+                f"augmentation.train[{i}]._target_: {t}: {lib} transforms take only "
+                f"{', '.join(LIBRARY_KINDS[lib])} data, but data '{data.get('name')}' is {kind} "
+                f"data; use monai.transforms.* (e.g. augmentation={kind}_light)"
             )
+        elif first_lib is None:
+            first_lib = (i, lib)
+        elif lib != first_lib[1]:
+            problems.append(
+                f"augmentation.train[{i}]._target_: {t} ({lib}) mixed with {first_lib[1]} "
+                f"(augmentation.train[{first_lib[0]}]); one list uses one library"
+            )
+        for key in ("p", "prob") if lib == "monai" else ("p",):
+            p = op.get(key, 0.5) if isinstance(op, dict) else 0.5
+            if not isinstance(p, int | float) or not 0 <= p <= 1:
+                problems.append(
+                    f"augmentation.train[{i}].{key}: a probability in [0, 1] (got {_fmt_value(p)})"
+                )
     ops = [op for op in aug.get("train") or [] if isinstance(op, dict)]
     if ops and data.get("loader") == "memory" and not on_device(ops):
-        others = sorted({op_name(op) for op in ops} - ON_DEVICE)
+        others = sorted(
+            {
+                op_name(op) if op_library(op) == "albumentations" else str(op.get("_target_"))
+                for op in ops
+                if not on_device([op])
+            }
+        )
         problems.append(
             f"data.loader: 'memory' runs augmentation on the device, which has no "
-            f"{', '.join(others)}; use data.loader=workers (or auto), or only "
+            f"{', '.join(others)}; use data.loader=workers (or auto), or only albumentations "
             f"{', '.join(sorted(ON_DEVICE))}"
         )
-    allowed = [f"{s}/{m}" for s in ("val", "train") for m in CLASSIFICATION_METRICS]
+    metric_names = list(dict.fromkeys(CLASSIFICATION_METRICS + REGRESSION_METRICS))
+    allowed = [f"{s}/{m}" for s in ("val", "train") for m in metric_names]
     monitors = {"monitor": c.get("monitor")}
     for name, cb in (c.get("callbacks") or {}).items():
         if isinstance(cb, dict) and "monitor" in cb and cb["monitor"] != c.get("monitor"):
@@ -333,13 +466,13 @@ def _validate_train(c: dict[str, Any]) -> list[str]:
             and not monitor.startswith("val/f1_")
         ):
             problems.append(
-                f"{key}: unknown metric '{monitor}'; use one of {', '.join(allowed[:9])} "
-                "(or val/f1_<class>)"
+                f"{key}: unknown metric '{monitor}'; use val/<metric> (or train/<metric>) with "
+                f"<metric> one of {', '.join(metric_names)} or f1_<class>"
             )
     monitor = c.get("monitor")
-    if isinstance(monitor, str) and monitor.endswith("/loss") and c.get("monitor_mode") == "max":
+    if metric_direction(monitor) == "min" and c.get("monitor_mode") == "max":
         problems.append(
-            f"monitor_mode: 'max' with monitor '{monitor}'; a loss is minimised, use min"
+            f"monitor_mode: 'max' with monitor '{monitor}', which is minimised; use min"
         )
     return problems
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from medpipe.data.sources.base import Source, SourceData
+from medpipe.data.sources.cine import SyntheticCineSource
 from medpipe.data.sources.medmnist import MedMNISTSource
 from medpipe.data.sources.synthetic import SyntheticLesionsSource
 
 SOURCES: dict[str, type[Source]] = {
     "medmnist": MedMNISTSource,
     "synthetic_lesions": SyntheticLesionsSource,
+    "synthetic_cine": SyntheticCineSource,
 }
 
 

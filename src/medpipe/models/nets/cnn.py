@@ -50,5 +50,6 @@ class SimpleCNN(nn.Module):
         head.append(nn.Linear(n_flat, num_outputs))
         self.head = nn.Sequential(*head)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        del lengths  # fixed-size input; accepted so every net has the same call signature
         return self.head(self.features(x))

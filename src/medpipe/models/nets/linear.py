@@ -14,5 +14,6 @@ class LinearClassifier(nn.Module):
         super().__init__()
         self.linear = nn.Linear(in_channels * math.prod(spatial_shape), num_outputs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        del lengths  # fixed-size input; accepted so every net has the same call signature
         return self.linear(x.flatten(1))

@@ -50,5 +50,6 @@ class ResNet(nn.Module):
             bias_downsample=False,
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        del lengths  # fixed-size input; accepted so every net has the same call signature
         return self.net(x)

@@ -1,0 +1,104 @@
+"""Stratified k-fold cross-validation: fold construction, and `cv.folds=3` through the CLI with a
+parent MLflow run that holds the mean and standard deviation of every fold's test metrics."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medpipe.data.folds import make_folds
+from medpipe.errors import ConfigError
+
+from conftest import run_cli
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_folds_are_disjoint_cover_everything_and_stratified(task):
+    rng = np.random.default_rng(0)
+    y = rng.choice(4, size=303, p=[0.5, 0.2, 0.2, 0.1]) if task != "regression" else rng.normal(
+        75, 15, 303
+    )
+    folds = make_folds(y, task, 5, 0.1, seed=3)
+    assert len(folds) == 5
+    tests = np.concatenate([f["test"] for f in folds])
+    assert sorted(tests.tolist()) == list(range(303))  # every sample tested exactly once
+    for f in folds:
+        parts = [set(f[s].tolist()) for s in ("train", "val", "test")]
+        assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+        assert sum(len(p) for p in parts) == 303
+    if task == "multiclass":
+        overall = np.bincount(y, minlength=4) / len(y)
+        for f in folds:
+            share = np.bincount(y[f["test"]], minlength=4) / len(f["test"])
+            assert np.abs(share - overall).max() < 0.03  # stratified: the class balance holds
+    else:
+        means = [y[f["test"]].mean() for f in folds]
+        assert np.ptp(means) < 4.0  # quantile strata keep the folds' targets alike
+    again = make_folds(y, task, 5, 0.1, seed=3)
+    assert all((a["test"] == b["test"]).all() for a, b in zip(folds, again, strict=True))
+
+
+def test_too_few_samples_of_a_class_is_a_clear_error():
+    y = np.array([0] * 20 + [1] * 3)
+    with pytest.raises(ConfigError, match=r"cv.folds: 5 stratified folds .* class 1 has 3"):
+        make_folds(y, "binary", 5, 0.1, seed=0)
+
+
+def test_cv_config_errors_are_one_line_each(tmp_path):
+    out = run_cli(
+        "train", "cv.folds=1", f"paths.root_dir={tmp_path}", "test_after_fit=false", timeout=120
+    )
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.startswith("medpipe: error:")]
+    assert any("cv.folds: 1 fold is no cross-validation" in line for line in lines), out.stderr
+    out = run_cli("train", "cv.folds=3", "test_after_fit=false", f"paths.root_dir={tmp_path}")
+    assert out.returncode == 2 and "test_after_fit: cross-validation tests every fold" in out.stderr
+    assert not (tmp_path / "logs" / "mlflow").exists()  # nothing tracked for a bad config
+
+
+def test_three_fold_cross_validation_end_to_end(tmp_path):
+    out = run_cli(
+        "train",
+        "cv.folds=3",
+        "data.n_train=120",
+        "data.n_val=60",
+        "data.n_test=60",
+        "data.batch_size=64",
+        "trainer.max_epochs=1",
+        "log_model=false",
+        "callbacks.progress_bar=plain",
+        f"paths.root_dir={tmp_path}",
+        "experiment_name=cv",
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "cross-validation over 3 folds" in out.stdout
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'logs' / 'mlflow' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("cv")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("medpipe.cv") == "true"]
+    assert len(parents) == 1 and len(runs) == 4
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["cv.fold"] for r in children) == ["0", "1", "2"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for key in ("test/auroc", "test/acc", "test/f1"):
+        values = np.array([r.data.metrics[key] for r in children])
+        assert parent.data.metrics[key] == pytest.approx(values.mean(), abs=1e-9)
+        assert parent.data.metrics[f"{key}_std"] == pytest.approx(values.std(ddof=1), abs=1e-9)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"cv_summary.md", "cv_summary.csv", "folds.json", "metrics.json"} <= artifacts
+
+    out_dir = Path(out.stdout.split("outputs: ")[-1].split()[0])
+    folds = json.loads((out_dir / "folds.json").read_text())
+    tested = sorted(i for f in folds for i in f["test"])
+    assert tested == list(range(240))  # the pooled train+val+test samples, each tested once
+    rows = list(csv.DictReader((out_dir / "cv_summary.csv").open()))
+    assert [r["fold"] for r in rows] == ["0", "1", "2", "mean", "std"]
+    for i in range(3):
+        assert (out_dir / f"fold{i}" / "checkpoints" / "best.ckpt").is_file()
