@@ -33,7 +33,15 @@ class _Closed(BaseModel):
 # -- data ------------------------------------------------------------------------------------------
 class DataCommon(_Open):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
-    source: Literal["medmnist", "synthetic_lesions", "synthetic_cine"]
+    source: Literal[
+        "medmnist",
+        "synthetic_lesions",
+        "synthetic_cine",
+        "physionet2017",
+        "wfdb",
+        "table",
+        "synthetic_ecg",
+    ]
     kind: Literal["image", "volume", "signal", "frames"]
     normalize: Literal["unit", "zscore", "none"] = "zscore"
     batch_size: PosInt
@@ -91,10 +99,186 @@ class MedMNISTData(DataCommon):
         return self
 
 
+# ECG and other signal sources: preprocess block shared by all (medpipe.data.signal).
+Fractions = Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=3, max_length=3)]
+PosFloat = Annotated[float, Field(gt=0)]
+PHYSIONET2017_URL = "https://physionet.org/content/challenge-2017/1.0.0/"
+
+
+class SignalWindow(_Closed):
+    mode: Literal["fixed", "sliding", "none"] = "none"
+    length: PosInt | None = None  # samples at the final rate (a maximum for mode none)
+    stride: PosInt | None = None
+
+
+class SignalPreprocess(_Closed):
+    resample_hz: PosFloat | None = None
+    bandpass: Annotated[list[PosFloat], Field(min_length=2, max_length=2)] | None = None
+    bandpass_order: Annotated[int, Field(ge=1, le=10)] = 3
+    zscore: bool = False
+    window: SignalWindow = SignalWindow()
+
+
+class _SignalData(DataCommon):
+    kind: Literal["signal"]
+    preprocess: SignalPreprocess = SignalPreprocess()
+
+    def _native_fs(self) -> float | None:
+        return None
+
+    def _split_problem(self, split: list[float] | None) -> None:
+        if split is None:
+            return
+        if abs(sum(split) - 1) > 1e-6 or split[0] <= 0 or split[2] <= 0:
+            raise ValueError(
+                f"split: train/val/test fractions {split} must be positive (val may be 0 only "
+                "with a test file) and sum to 1"
+            )
+
+    @model_validator(mode="after")
+    def _check_preprocess(self):
+        p, w = self.preprocess, self.preprocess.window
+        if p.bandpass is not None:
+            low, high = p.bandpass
+            if not low < high:
+                raise ValueError(f"preprocess.bandpass: low {low} Hz must be below high {high} Hz")
+            fs = p.resample_hz or self._native_fs()
+            if fs is not None and high >= fs / 2:
+                raise ValueError(
+                    f"preprocess.bandpass: high {high} Hz must be below fs/2 = {fs / 2:g} Hz "
+                    f"(fs {fs:g} Hz after resampling)"
+                )
+        if w.mode in ("fixed", "sliding") and w.length is None:
+            raise ValueError(f"preprocess.window.length: required by window.mode={w.mode}")
+        if w.mode == "sliding" and w.stride is None:
+            raise ValueError("preprocess.window.stride: required by window.mode=sliding")
+        return self
+
+
+class PhysioNet2017Data(_SignalData):
+    path: str | None = None
+    reference: Annotated[str, Field(min_length=1)] = "REFERENCE.csv"
+    split: Fractions = [0.7, 0.1, 0.2]
+    seed: int = 0
+
+    def _native_fs(self) -> float | None:
+        return 300.0
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.path:
+            raise ValueError(
+                "path: required: the folder holding the A*.mat records and REFERENCE.csv; set "
+                f"data.path=FOLDER or PHYSIONET2017_DIR (download: {PHYSIONET2017_URL})"
+            )
+        self._split_problem(self.split)
+        if self.split[1] <= 0:
+            raise ValueError("split: the val fraction must be positive")
+        return self
+
+
+class WFDBData(_SignalData):
+    path: str | None = None
+    records: Annotated[list[str | int], Field(min_length=1)]
+    channel: NonNegInt | str | Annotated[list[NonNegInt | str], Field(min_length=1)] = 0
+    annotator: Annotated[str, Field(min_length=1)] = "atr"
+    target: Literal["beats", "heart_rate"] = "beats"
+    window_before: PosFloat = 0.25
+    window_after: PosFloat = 0.45
+    hr_window_s: PosFloat = 10.0
+    hr_stride_s: PosFloat = 5.0
+    split: Fractions = [0.7, 0.1, 0.2]
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.path:
+            raise ValueError("path: required: the folder holding the WFDB records (.hea/.dat/.atr)")
+        self._split_problem(self.split)
+        if self.split[1] <= 0:
+            raise ValueError("split: the val fraction must be positive")
+        w = self.preprocess.window
+        if w.mode != "none" or w.length is not None:
+            raise ValueError(
+                "preprocess.window: not used by source wfdb (beat windows come from "
+                "window_before/window_after, heart-rate windows from hr_window_s/hr_stride_s)"
+            )
+        return self
+
+
+class TableData(_SignalData):
+    path: str | None = None
+    test_path: str | None = None
+    delimiter: Literal["auto", ",", "\t", "tab", "comma", "whitespace"] = "auto"
+    label_column: Literal["first", "last"] = "last"
+    header: bool = False
+    fs: PosFloat
+    task: Literal["binary", "multiclass", "regression"] = "multiclass"
+    classes: Annotated[list[str | int], Field(min_length=1)] | None = None
+    split: Fractions = [0.7, 0.1, 0.2]
+    seed: int = 0
+
+    def _native_fs(self) -> float | None:
+        return self.fs
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.path:
+            raise ValueError("path: required: the delimited text file, one series per row")
+        self._split_problem(self.split)
+        if self.test_path is None and self.split[1] <= 0:
+            raise ValueError("split: the val fraction must be positive")
+        n = len(self.classes or [])
+        if self.task == "regression" and n > 1:
+            raise ValueError(f"classes: regression takes one name (the target's), not {n}")
+        if self.task == "binary" and n not in (0, 2):
+            raise ValueError(f"classes: task binary takes 2 class names, not {n}")
+        return self
+
+
+class SyntheticECGData(_SignalData):
+    seed: int
+    n_train: Annotated[int, Field(ge=2)]
+    n_val: Annotated[int, Field(ge=2)]
+    n_test: Annotated[int, Field(ge=2)]
+    duration_s: Annotated[float, Field(gt=0, le=600)]
+    fs: Annotated[float, Field(ge=50, le=2000)]
+    heart_rate: Annotated[
+        list[Annotated[float, Field(ge=20, le=250)]], Field(min_length=2, max_length=2)
+    ]
+    noise: Annotated[float, Field(ge=0)]
+    baseline_wander: Annotated[float, Field(ge=0)] = 0.0
+
+    def _native_fs(self) -> float | None:
+        return self.fs
+
+    @model_validator(mode="after")
+    def _check(self):
+        lo, hi = self.heart_rate
+        if lo > hi:
+            raise ValueError(f"heart_rate: [low, high] bpm, got low {lo} > high {hi}")
+        return self
+
+
 DATA_MODELS = {
     "synthetic_lesions": SyntheticLesionsData,
     "medmnist": MedMNISTData,
     "synthetic_cine": SyntheticCineData,
+}
+DATA_MODELS.update(
+    {
+        "physionet2017": PhysioNet2017Data,
+        "wfdb": WFDBData,
+        "table": TableData,
+        "synthetic_ecg": SyntheticECGData,
+    }
+)
+# Data keys naming files (False) or folders (True), checked before anything runs.
+DATA_PATH_KEYS: dict[str, dict[str, bool]] = {
+    "physionet2017": {"path": True},
+    "wfdb": {"path": True},
+    "table": {"path": False, "test_path": False},
+    "synthetic_ecg": {},
 }
 
 
@@ -353,6 +537,12 @@ def _check_file(key: str, value: Any, is_dir: bool = False) -> list[str]:
     return [] if ok else [f"{key}: {what} not found: {p.resolve()}"]
 
 
+def _data_path_problems(data: dict[str, Any]) -> list[str]:
+    """File and folder keys of the data config that name nothing (per source, DATA_PATH_KEYS)."""
+    keys = DATA_PATH_KEYS.get(data.get("source"), {"path": False, "mirror": True})
+    return [p for k, d in keys.items() for p in _check_file(f"data.{k}", data.get(k), is_dir=d)]
+
+
 def _validate_train(c: dict[str, Any]) -> list[str]:
     problems: list[str] = []
     problems += _errors("", TrainCfg, c)
@@ -363,8 +553,7 @@ def _validate_train(c: dict[str, Any]) -> list[str]:
     source = data.get("source")
     problems += _errors("data", DATA_MODELS.get(source, DataCommon), data)
     if source in DATA_MODELS:
-        problems += _check_file("data.path", data.get("path"))
-        problems += _check_file("data.mirror", data.get("mirror"), is_dir=True)
+        problems += _data_path_problems(data)
 
     model = _section(c, "model")
     problems += _errors("model", ModelCfg, model)
@@ -507,13 +696,11 @@ def validate(cfg: DictConfig | dict[str, Any], config_name: str = "train") -> No
         problems = _errors("", EvaluateCfg, c)
         problems = [p.removeprefix(".") for p in problems]
         problems += _check_file("ckpt_path", c.get("ckpt_path"))
-        problems += _check_file("data.path", (c.get("data") or {}).get("path"))
-        problems += _check_file("data.mirror", (c.get("data") or {}).get("mirror"), is_dir=True)
+        problems += _data_path_problems(c.get("data") or {})
     elif config_name == "prepare":
         data = _section(c, "data")
         problems = _errors("data", DATA_MODELS.get(data.get("source"), DataCommon), data)
-        problems += _check_file("data.path", data.get("path"))
-        problems += _check_file("data.mirror", data.get("mirror"), is_dir=True)
+        problems += _data_path_problems(data)
     else:
         problems = []
     if problems:

@@ -6,12 +6,18 @@ from typing import Any
 
 from medpipe.data.sources.base import Source, SourceData
 from medpipe.data.sources.cine import SyntheticCineSource
+from medpipe.data.sources.ecg import PhysioNet2017Source, SyntheticECGSource, WFDBSource
 from medpipe.data.sources.medmnist import MedMNISTSource
 from medpipe.data.sources.synthetic import SyntheticLesionsSource
+from medpipe.data.sources.table import TableSource
 
 SOURCES: dict[str, type[Source]] = {
     "medmnist": MedMNISTSource,
     "synthetic_lesions": SyntheticLesionsSource,
+    "physionet2017": PhysioNet2017Source,
+    "wfdb": WFDBSource,
+    "table": TableSource,
+    "synthetic_ecg": SyntheticECGSource,
     "synthetic_cine": SyntheticCineSource,
 }
 
