@@ -28,6 +28,28 @@ GROUPS = [
 EXTRA = {
     "data/medmnist": ["data.flag=bloodmnist"],
     "data/synthetic_cine": ["model=resnet3d"],
+    "data/synthetic_ecg": ["model=crnn1d", "model.loss=mse", "monitor=val/mae", "monitor_mode=min"],
+    "data/physionet2017": ["model=crnn1d", "data.path=conf"],
+    "data/mitdb_beats": ["model=crnn1d", "data.path=conf"],
+    "data/mitdb_hr": ["model=crnn1d", "data.path=conf"],
+    "data/ecg_table": ["model=crnn1d", "data.path=pyproject.toml"],
+    "model/rnn": ["data=synthetic_ecg", "model.loss=mse", "monitor=val/mae", "monitor_mode=min"],
+    "model/gru": ["data=synthetic_ecg", "model.loss=mse", "monitor=val/mae", "monitor_mode=min"],
+    "model/crnn1d": ["data=synthetic_ecg", "model.loss=mse", "monitor=val/mae", "monitor_mode=min"],
+    "model/crnn2d": ["data=synthetic_cine"],
+    "model/cnn2p5d": ["data=synthetic_cine"],
+    "model/resnet3d": ["data=synthetic_cine"],
+    "experiment/ecg_af_rnn": ["data.path=conf"],
+    "experiment/ecg_af_crnn": ["data.path=conf"],
+    "augmentation/volume_light": ["data=medmnist", "data.flag=adrenalmnist3d", "model=crnn2d"],
+    "augmentation/frames_light": ["data=synthetic_cine", "model=crnn2d"],
+    "augmentation/signal_light": [
+        "data=synthetic_ecg",
+        "model=crnn1d",
+        "model.loss=mse",
+        "monitor=val/mae",
+        "monitor_mode=min",
+    ],
 }
 
 
@@ -99,7 +121,7 @@ def test_help_lists_the_config_groups():
     out = run_cli("train", "--help", timeout=120)
     assert out.returncode == 0, out.stderr
     for group in [
-        "model: cnn, linear, resnet18",
+        "model: cnn, cnn2p5d, crnn1d, crnn2d, gru, linear, resnet18, resnet3d, rnn",
         "trainer: cpu, ddp, ddp_spawn, default, gpu",
         "hparams_search: synthetic_tpe",
         "logger: csv, mlflow, none",

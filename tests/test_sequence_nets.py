@@ -7,6 +7,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from medpipe.config import NET_MODELS
 from medpipe.models.nets import (
@@ -15,10 +16,12 @@ from medpipe.models.nets import (
     RNN,
     LinearClassifier,
     ResNet,
+    RNNHead,
     SimpleCNN,
     SliceCNN,
 )
 from medpipe.models.nets.crnn import conv_out_length
+from medpipe.models.nets.rnn import length_mask
 from medpipe.paths import conf_dir
 
 
@@ -123,6 +126,26 @@ def _padded_equals_unpadded(net, lengths, t=41, channels=2):
 def test_rnn_padded_equals_unpadded(cell, bidirectional, pooling):
     net = RNN(2, 3, [41], cell=cell, hidden_size=8, bidirectional=bidirectional, pooling=pooling)
     _padded_equals_unpadded(net, [41, 17, 1, 30])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_recurrence_matches_packed_torch_rnn(cell):
+    """The per-layer, per-direction stack is nn.LSTM/GRU(num_layers=2, bidirectional) on a packed
+    sequence, weights copied."""
+    head = RNNHead(3, 2, cell=cell, hidden_size=5, num_layers=2, pooling="mean").eval()
+    ref = getattr(torch.nn, cell.upper())(3, 5, 2, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for i, directions in enumerate(head.layers):
+            for d, rnn in enumerate(directions):
+                for name, p in rnn.named_parameters():
+                    getattr(ref, name.replace("_l0", f"_l{i}" + ("_reverse" if d else ""))).copy_(p)
+        x, lengths = torch.randn(3, 15, 3), torch.tensor([15, 4, 9])
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        expected, _ = pad_packed_sequence(ref(packed)[0], batch_first=True, total_length=15)
+        mask = length_mask(lengths, 15)[..., None]
+        got = head._recur(x, lengths).masked_fill(~mask, 0.0)
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(head._recur(x, None), ref(x)[0], atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean", "attention"])

@@ -317,6 +317,7 @@ class RNNOptions(_Closed):
 
 class RNNNet(RNNOptions):
     target: str = Field(alias="_target_")
+    frame: PosInt = 1
 
 
 class CRNN1DNet(_Closed):

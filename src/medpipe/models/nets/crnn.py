@@ -85,11 +85,11 @@ class CRNN1D(nn.Module):
             lengths = lengths.to(device=x.device, dtype=torch.long).clamp(1, x.shape[-1])
         for block, pool, stride in zip(self.blocks, self.pools, self.strides, strict=True):
             if lengths is not None:
-                x = x * length_mask(lengths, x.shape[-1])[:, None].to(x.dtype)
+                x = x.masked_fill(~length_mask(lengths, x.shape[-1])[:, None], 0.0)
             x = block(x)
             if stride > 1:
                 if lengths is not None:
-                    x = x * length_mask(lengths, x.shape[-1])[:, None].to(x.dtype)
+                    x = x.masked_fill(~length_mask(lengths, x.shape[-1])[:, None], 0.0)
                     lengths = conv_out_length(lengths, stride, stride)
                 x = pool(x)
         return self.head(x.transpose(1, 2), lengths)

@@ -3,10 +3,10 @@
 `RNNHead` is the reusable part (a feature sequence (N, T, F) in, logits out); `RNN` is the net that
 reads a raw signal, and the convolutional-recurrent nets in `crnn` put it on top of their CNNs.
 
-Variable-length records are zero-padded at the end of the batch and come with `lengths` (N,), the
-number of valid steps per record. The padding is never read: the recurrence runs on a packed
-sequence, and every pooling ignores the padded steps, so a padded record and the same record
-unpadded give the same output (up to float rounding).
+Variable-length records are padded at the end of the batch and come with `lengths` (N,), the
+number of valid steps per record. The padding never reaches a valid step (see RNNHead._recur), and
+every pooling ignores the padded steps, so a padded record and the same record unpadded give the
+same output (up to float rounding).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 POOLINGS = ("last", "mean", "attention")
@@ -59,15 +58,16 @@ class RNNHead(nn.Module):
         if input_proj > 0:
             self.input_proj = nn.Sequential(nn.Linear(input_size, input_proj), nn.ReLU())
             input_size = input_proj
-        self.rnn = CELLS[cell](
-            input_size,
-            hidden_size,
-            num_layers=num_layers,
-            batch_first=True,
-            dropout=dropout if num_layers > 1 else 0.0,
-            bidirectional=bidirectional,
-        )
         out_size = hidden_size * self.directions
+        # one single-layer unidirectional RNN per layer and direction (the parameters of
+        # nn.LSTM(num_layers, bidirectional)); see _recur for why they are run one by one
+        self.layers = nn.ModuleList(
+            nn.ModuleList(
+                CELLS[cell](input_size if i == 0 else out_size, hidden_size, batch_first=True)
+                for _ in range(self.directions)
+            )
+            for i in range(num_layers)
+        )
         self.score: nn.Module | None = None
         if pooling == "attention":
             self.score = nn.Sequential(
@@ -76,33 +76,54 @@ class RNNHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(out_size, num_outputs)
         self.out_size = out_size
+        self.hidden_size = hidden_size
 
     def forward(self, seq: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         steps = seq.shape[1]
-        seq = self.input_proj(seq)
         mask = None
-        if lengths is None:
-            out, h_n = self.rnn(seq)
-        else:
+        if lengths is not None:
             lengths = lengths.to(device=seq.device, dtype=torch.long).clamp(1, steps)
-            packed = pack_padded_sequence(
-                seq, lengths.cpu(), batch_first=True, enforce_sorted=False
-            )
-            out, h_n = self.rnn(packed)
-            out, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)
             mask = length_mask(lengths, steps)
-        if isinstance(h_n, tuple):  # LSTM: (h_n, c_n)
-            h_n = h_n[0]
-        return self.out(self.dropout(self._pool(out, h_n, mask, lengths)))
+        out = self._recur(self.input_proj(seq), lengths)
+        if mask is not None:
+            out = out.masked_fill(~mask[..., None], 0.0)
+        return self.out(self.dropout(self._pool(out, mask, lengths)))
 
-    def _pool(self, out, h_n, mask, lengths) -> torch.Tensor:
+    def _recur(self, seq: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """Outputs (N, T, directions * H); beyond each record's length they are meaningless.
+
+        The forward direction reads the padded batch as it is: the padding comes after the valid
+        steps, so it never reaches them. The backward direction reads each record reversed within
+        its own length (padding again at the end) and its outputs are put back in order. This is
+        exact, like a packed sequence, without pack_padded_sequence, whose backward pass on CPU
+        grows with the square of the length (minutes for a batch of 3000-sample records).
+        """
+        reverse = None
+        if self.directions == 2 and lengths is not None:
+            reverse = reverse_index(lengths, seq.shape[1])
+        for i, directions in enumerate(self.layers):
+            if i > 0:
+                seq = self.dropout(seq)  # between layers, as nn.LSTM(dropout=...)
+            outs = [directions[0](seq)[0]]
+            if len(directions) == 2:
+                backward = directions[1](_reverse(seq, reverse))[0]
+                outs.append(_reverse(backward, reverse))
+            seq = torch.cat(outs, dim=-1)
+        return seq
+
+    def _pool(self, out, mask, lengths) -> torch.Tensor:
         if self.pooling == "last":
-            # h_n: (layers * directions, N, H); the last layer's directions, forward first, as in out
-            return torch.cat(list(h_n[-self.directions :]), dim=1)
+            # forward direction at the last valid step, backward direction at step 0
+            if lengths is None:
+                last = out[:, -1]
+            else:
+                last = out[torch.arange(out.shape[0], device=out.device), lengths - 1]
+            h = self.hidden_size
+            return torch.cat([last[:, :h], out[:, 0, h:]], dim=1)
         if self.pooling == "mean":
             if mask is None:
                 return out.mean(1)
-            return (out * mask[..., None]).sum(1) / lengths[:, None].to(out.dtype)
+            return out.sum(1) / lengths[:, None].to(out.dtype)  # padding already zeroed
         scores = self.score(out).squeeze(-1)  # (N, T)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
@@ -110,10 +131,25 @@ class RNNHead(nn.Module):
         return (weights[..., None] * out).sum(1)
 
 
+def reverse_index(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, size) gather index reversing each row's first lengths[i] steps, the rest in place.
+    Its own inverse."""
+    steps = torch.arange(size, device=lengths.device)[None, :]
+    flipped = lengths[:, None] - 1 - steps
+    return torch.where(flipped >= 0, flipped, steps)
+
+
+def _reverse(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    if index is None:
+        return x.flip(1)
+    return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
+
+
 class RNN(nn.Module):
     """An LSTM/GRU reading a signal (N, C, T) one sample at a time (C features per step); see
-    RNNHead for the options. Long signals are slow to read this way (one step per sample);
-    CRNN1D shortens them with convolutions first."""
+    RNNHead for the options. Long signals are slow to read this way (one step per sample):
+    `frame=f` makes each step read f consecutive samples (a vector of C*f values), f times fewer
+    steps; CRNN1D shortens them with convolutions instead."""
 
     def __init__(
         self,
@@ -127,12 +163,16 @@ class RNN(nn.Module):
         dropout: float = 0.0,
         pooling: str = "attention",
         input_proj: int = 0,
+        frame: int = 1,
     ):
         super().__init__()
         if len(spatial_shape) != 1:
             raise ValueError(f"RNN reads signals (C, T); got spatial shape {tuple(spatial_shape)}")
+        if frame < 1:
+            raise ValueError(f"frame: samples per step must be >= 1, got {frame}")
+        self.frame = frame
         self.head = RNNHead(
-            in_channels,
+            in_channels * frame,
             num_outputs,
             cell=cell,
             hidden_size=hidden_size,
@@ -144,4 +184,15 @@ class RNN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        f = self.frame
+        if f > 1:
+            # each step reads f consecutive samples of every channel: (N, ceil(T/f), C*f)
+            n, c, t = x.shape
+            if lengths is not None:  # a partial last frame must not see the padding
+                x = x.masked_fill(~length_mask(lengths.to(x.device), t)[:, None, :], 0.0)
+            x = nn.functional.pad(x, (0, -t % f))
+            x = x.reshape(n, c, -1, f).permute(0, 2, 1, 3).reshape(n, -1, c * f)
+            if lengths is not None:
+                lengths = torch.div(lengths + f - 1, f, rounding_mode="floor")
+            return self.head(x, lengths)
         return self.head(x.transpose(1, 2), lengths)

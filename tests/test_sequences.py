@@ -1,0 +1,137 @@
+"""Sequences end to end: padded records travel with their lengths through both loading paths, the
+regression task trains, tracks and exports, and a task/loss/monitor mismatch is one clear error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medpipe.data.datamodule import MedDataModule
+from medpipe.data.prepare import prepare_dataset
+from medpipe.data.processed import read_split
+
+from conftest import run_cli
+from test_ecg_data import physionet_cfg, write_physionet
+
+SMALL_ECG = ["data.n_train=96", "data.n_val=48", "data.n_test=48", "data.batch_size=32"]
+
+
+@pytest.mark.parametrize("loader", ["memory", "workers"])
+def test_batches_carry_the_true_lengths_of_padded_records(tmp_path, loader):
+    folder = prepare_dataset(
+        physionet_cfg(write_physionet(tmp_path / "pn", n=16)),
+        str(tmp_path / "processed"),
+        str(tmp_path / "raw"),
+    )
+    stored = read_split(folder, "train")
+    assert stored.lengths is not None and (stored.lengths < stored.x.shape[-1]).any()
+    dm = MedDataModule(folder, batch_size=4, loader=loader)
+    dm.setup("fit")
+    x, y, lengths = next(iter(dm.val_dataloader()))  # unshuffled: rows in stored order
+    val = read_split(folder, "val")
+    n = len(x)
+    assert torch.equal(lengths, torch.as_tensor(val.lengths[:n]))
+    assert np.array_equal(x.numpy(), val.x[:n]) and np.array_equal(y.numpy(), val.y[:n])
+    seen = sum(len(b[2]) for b in dm.train_dataloader())
+    assert seen == len(stored.x)
+
+
+def test_padded_and_unpadded_record_get_the_same_prediction_from_a_task(tmp_path, make_cfg):
+    """The task (normalisation + net + lengths), not only the bare net."""
+    from omegaconf import OmegaConf
+
+    from medpipe.data.processed import read_meta
+    from medpipe.pipeline import build_task
+
+    folder = prepare_dataset(
+        physionet_cfg(write_physionet(tmp_path / "pn", n=16)),
+        str(tmp_path / "processed"),
+        str(tmp_path / "raw"),
+    )
+    meta = read_meta(folder)
+    for model in ("rnn", "crnn1d"):
+        cfg = OmegaConf.to_container(
+            make_cfg("data=physionet2017", f"data.path={tmp_path / 'pn'}", f"model={model}"),
+            resolve=True,
+        )
+        torch.manual_seed(0)
+        task = build_task(cfg, meta).eval()
+        split = read_split(folder, "test")
+        i = int(np.argmin(split.lengths))
+        n = int(split.lengths[i])
+        padded = torch.from_numpy(np.array(split.x[i : i + 1]))
+        with torch.no_grad():
+            a = task(padded, torch.tensor([n]))
+            b = task(padded[..., :n], torch.tensor([n]))
+            c = task(padded[..., :n])  # no lengths at all: the record is whole
+        assert torch.allclose(a, b, atol=1e-5) and torch.allclose(a, c, atol=1e-5), model
+
+
+def test_regression_trains_tracks_and_exports(tmp_path):
+    out = run_cli(
+        "train",
+        "data=synthetic_ecg",
+        "model=crnn1d",
+        "model.loss=huber",
+        "monitor=val/mae",
+        "monitor_mode=min",
+        *SMALL_ECG,
+        "trainer.max_epochs=2",
+        "callbacks.progress_bar=plain",
+        f"paths.root_dir={tmp_path}",
+        "experiment_name=hr",
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "val/mae" in out.stdout and "test/r2" in out.stdout
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'logs' / 'mlflow' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("hr").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert {"train/loss", "train/mae", "val/mae", "val/rmse", "val/r2", "test/mae"} <= set(
+        run.data.metrics
+    )
+    assert run.data.metrics["best/val/mae"] == pytest.approx(
+        min(m.value for m in client.get_metric_history(run.info.run_id, "val/mae"))
+    )
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    reports = {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
+    assert "plots/pred_vs_true.png" in plots and "reports/regression_report.json" in reports
+
+    out_dir = Path(out.stdout.split("outputs: ")[-1].split()[0])
+    report = json.loads((out_dir / "regression_report.json").read_text())
+    assert report["mae"] == pytest.approx(run.data.metrics["test/mae"], rel=1e-4)
+    assert report["n"] == 48
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'logs' / 'mlflow' / 'mlflow.db'}")
+    model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    test = read_split(next((tmp_path / "data" / "processed").glob("synthetic_ecg-*")), "test")
+    pred = model(torch.from_numpy(np.array(test.x[:8]))).detach().numpy()
+    assert pred.shape == (8,)
+    assert 20 < pred.mean() < 160  # bpm, not z-scores
+
+    evaluated = run_cli(
+        "evaluate",
+        f"ckpt_path={out_dir / 'checkpoints' / 'best.ckpt'}",
+        f"output_dir={tmp_path / 'eval'}",
+        f"paths.root_dir={tmp_path}",
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert again["test/mae"] == pytest.approx(run.data.metrics["test/mae"], abs=1e-4)
+
+
+def test_classification_settings_on_regression_data_are_one_clear_error(tmp_path):
+    out = run_cli("train", "data=synthetic_ecg", "model=rnn", *SMALL_ECG, f"paths.root_dir={tmp_path}")
+    assert out.returncode == 2
+    errors = [line for line in out.stderr.splitlines() if line.startswith("medpipe: error:")]
+    assert any(line.startswith("medpipe: error: model.loss: 'cross_entropy'") for line in errors)
+    assert any(line.startswith("medpipe: error: monitor: 'val/auroc'") for line in errors)
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "logs" / "mlflow").exists()  # no run for a config that cannot train
