@@ -45,6 +45,7 @@ for _pattern in (
     r".*LeafSpec.*",
     r".*does not have many workers.*",
     r".*litlogger.*",
+    r".*were assigned during export.*",  # MLflow's signature inference tracing an RNN
 ):
     warnings.filterwarnings("ignore", message=_pattern)
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # device banners and tips
