@@ -19,8 +19,10 @@ from conftest import run_cli
 @pytest.mark.parametrize("task", ["multiclass", "regression"])
 def test_folds_are_disjoint_cover_everything_and_stratified(task):
     rng = np.random.default_rng(0)
-    y = rng.choice(4, size=303, p=[0.5, 0.2, 0.2, 0.1]) if task != "regression" else rng.normal(
-        75, 15, 303
+    y = (
+        rng.choice(4, size=303, p=[0.5, 0.2, 0.2, 0.1])
+        if task != "regression"
+        else rng.normal(75, 15, 303)
     )
     folds = make_folds(y, task, 5, 0.1, seed=3)
     assert len(folds) == 5

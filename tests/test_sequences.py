@@ -13,9 +13,9 @@ import torch
 from medpipe.data.datamodule import MedDataModule
 from medpipe.data.prepare import prepare_dataset
 from medpipe.data.processed import read_split
+from test_ecg_data import physionet_cfg, write_physionet
 
 from conftest import run_cli
-from test_ecg_data import physionet_cfg, write_physionet
 
 SMALL_ECG = ["data.n_train=96", "data.n_val=48", "data.n_test=48", "data.batch_size=32"]
 
@@ -128,7 +128,9 @@ def test_regression_trains_tracks_and_exports(tmp_path):
 
 
 def test_classification_settings_on_regression_data_are_one_clear_error(tmp_path):
-    out = run_cli("train", "data=synthetic_ecg", "model=rnn", *SMALL_ECG, f"paths.root_dir={tmp_path}")
+    out = run_cli(
+        "train", "data=synthetic_ecg", "model=rnn", *SMALL_ECG, f"paths.root_dir={tmp_path}"
+    )
     assert out.returncode == 2
     errors = [line for line in out.stderr.splitlines() if line.startswith("medpipe: error:")]
     assert any(line.startswith("medpipe: error: model.loss: 'cross_entropy'") for line in errors)

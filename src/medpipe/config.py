@@ -337,23 +337,22 @@ class CRNN1DNet(_Closed):
         return self
 
 
-class SliceCNNNet(_Closed):
+class _SliceEncoderNet(_Closed):
+    """The 2D CNN shared by every slice or frame (SliceCNN and CRNN2D)."""
+
     target: str = Field(alias="_target_")
     channels: Annotated[list[PosInt], Field(min_length=1)] = [32, 64, 128]
     kernel_size: PosInt = 3
     batch_norm: bool = True
     feature_dim: NonNegInt = 0
+    axis: Literal[0, 1, 2] = 0
+
+
+class SliceCNNNet(_SliceEncoderNet):
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    axis: Literal[0, 1, 2] = 0
 
 
-class CRNN2DNet(_Closed):
-    target: str = Field(alias="_target_")
-    channels: Annotated[list[PosInt], Field(min_length=1)] = [32, 64, 128]
-    kernel_size: PosInt = 3
-    batch_norm: bool = True
-    feature_dim: NonNegInt = 0
-    axis: Literal[0, 1, 2] = 0
+class CRNN2DNet(_SliceEncoderNet):
     rnn: RNNOptions = RNNOptions()
 
 

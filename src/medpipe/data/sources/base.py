@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from medpipe.data.processed import Split
+import numpy as np
+
+from medpipe.data.processed import SPLITS, Split
 
 
 @dataclass
@@ -32,3 +35,15 @@ class Source:
 
     def load(self) -> SourceData:
         raise NotImplementedError
+
+
+def generated_splits(
+    cfg: dict[str, Any], make: Callable[[int, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+) -> dict[str, Split]:
+    """Splits of a seeded generator: `make(n, rng)` -> (x, y) for n_train, n_val and n_test samples.
+    One independent random stream per split, so changing n_train leaves val and test unchanged."""
+    splits = {}
+    for i, split in enumerate(SPLITS):
+        x, y = make(int(cfg[f"n_{split}"]), np.random.default_rng([int(cfg["seed"]), i]))
+        splits[split] = Split(x, y)
+    return splits

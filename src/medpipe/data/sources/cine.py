@@ -27,8 +27,7 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from medpipe.data.processed import SPLITS, Split
-from medpipe.data.sources.base import Source, SourceData
+from medpipe.data.sources.base import Source, SourceData, generated_splits
 
 CLASSES = ["shrinking", "growing"]
 
@@ -147,15 +146,12 @@ class SyntheticCineSource(Source):
 
     def load(self) -> SourceData:
         c = self.cfg
-        sizes = {"train": int(c["n_train"]), "val": int(c["n_val"]), "test": int(c["n_test"])}
-        splits = {}
-        for i, split in enumerate(SPLITS):
-            # One independent stream per split: changing n_train leaves val and test unchanged.
-            rng = np.random.default_rng([int(c["seed"]), i])
-            x, y = make_cine(
-                sizes[split], int(c["frames"]), int(c["image_size"]), float(c["noise"]), rng
-            )
-            splits[split] = Split(x, y)
+        splits = generated_splits(
+            c,
+            lambda n, rng: make_cine(
+                n, int(c["frames"]), int(c["image_size"]), float(c["noise"]), rng
+            ),
+        )
         return SourceData(
             splits,
             "binary",

@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from medpipe.data.processed import SPLITS, Split
-from medpipe.data.sources.base import Source, SourceData
+from medpipe.data.sources.base import Source, SourceData, generated_splits
 
 CLASSES = ["no lesion", "lesion"]
 
@@ -74,15 +73,12 @@ class SyntheticLesionsSource(Source):
 
     def load(self) -> SourceData:
         c = self.cfg
-        sizes = {"train": int(c["n_train"]), "val": int(c["n_val"]), "test": int(c["n_test"])}
-        splits = {}
-        for i, split in enumerate(SPLITS):
-            # One independent stream per split: changing n_train leaves val and test unchanged.
-            rng = np.random.default_rng([int(c["seed"]), i])
-            x, y = make_lesion_images(
-                sizes[split], int(c["image_size"]), float(c["prevalence"]), float(c["noise"]), rng
-            )
-            splits[split] = Split(x, y)
+        splits = generated_splits(
+            c,
+            lambda n, rng: make_lesion_images(
+                n, int(c["image_size"]), float(c["prevalence"]), float(c["noise"]), rng
+            ),
+        )
         return SourceData(
             splits,
             "binary",
