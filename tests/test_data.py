@@ -290,3 +290,27 @@ def test_a_wrong_albumentations_argument_names_the_entry():
             ],
             seed=0,
         )
+
+
+ADRENAL_DIR = PNEUMONIA_NPZ.parents[1] / "adrenalmnist3d"
+
+
+@pytest.mark.skipif(not (ADRENAL_DIR / "adrenalmnist3d.npz").exists(), reason="no AdrenalMNIST3D")
+@pytest.mark.parametrize("size", [28, 64])
+def test_official_adrenalmnist3d_volumes_through_the_md5_checked_mirror(tmp_path, size):
+    """The official 28^3 and 64^3 files pass their MD5s and become (N, 1, D, H, W) volumes."""
+    cfg = medmnist_cfg(
+        name="adrenalmnist3d",
+        flag="adrenalmnist3d",
+        kind="volume",
+        size=size,
+        mirror=str(ADRENAL_DIR),
+    )
+    folder = prepare_dataset(cfg, tmp_path / "p", tmp_path / "raw")
+    meta = read_meta(folder)
+    assert meta.kind == "volume" and meta.task == "binary"
+    assert meta.sample_shape == [1, size, size, size]
+    assert meta.sizes == {"train": 1188, "val": 98, "test": 298}
+    assert meta.class_counts["train"] == [929, 259] and meta.class_counts["test"] == [229, 69]
+    x = read_split(folder, "val").x
+    assert x.dtype == np.uint8 and x.shape == (98, 1, size, size, size)
