@@ -36,9 +36,7 @@ def cross_validate(cfg: DictConfig, folder: Path | None = None) -> float:
     if folder is None:
         folder = prepare_dataset(c["data"], c["paths"]["processed_dir"], c["paths"]["raw_dir"])
     meta = read_meta(folder)
-    pooled = pooled_split(folder)
-    seed = int(cv.get("seed") if cv.get("seed") is not None else c["seed"])
-    folds = make_folds(pooled.y, meta.task, k, float(cv["val_fraction"]), seed)
+    folds = all_folds(c, folder)
     out_dir = Path(c["paths"]["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     folds_file = out_dir / "folds.json"
@@ -57,6 +55,8 @@ def cross_validate(cfg: DictConfig, folder: Path | None = None) -> float:
             )
             fold_cfg = cfg.copy()
             OmegaConf.update(fold_cfg, "paths.output_dir", str(out_dir / f"fold{i}"))
+            # the checkpoint records its fold, so `medpipe.evaluate` tests it on the same rows
+            OmegaConf.update(fold_cfg, "cv.fold", i, force_add=True)
             tags = {"cv.fold": str(i), "cv.folds": str(k)}
             if parent is not None:
                 tags["mlflow.parentRunId"] = parent.run_id
@@ -80,6 +80,18 @@ def cross_validate(cfg: DictConfig, folder: Path | None = None) -> float:
     print(f"outputs: {out_dir}")
     finite = [b for b in bests if math.isfinite(b)]
     return float(np.mean(finite)) if finite else math.nan
+
+
+def all_folds(c: dict[str, Any], folder: Path) -> list[dict[str, np.ndarray]]:
+    """The folds of a run config over a processed folder: the same rows every time."""
+    cv = c["cv"]
+    seed = int(cv.get("seed") if cv.get("seed") is not None else c["seed"])
+    y = pooled_split(folder).y
+    return make_folds(y, read_meta(folder).task, int(cv["folds"]), float(cv["val_fraction"]), seed)
+
+
+def fold_rows(c: dict[str, Any], folder: Path, fold: int) -> dict[str, np.ndarray]:
+    return all_folds(c, folder)[fold]
 
 
 def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
