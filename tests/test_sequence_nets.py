@@ -264,3 +264,24 @@ def test_rnn_learns_order():
         acc = (net(x_new).argmax(1) == y_new).float().mean().item()
         mean_acc = (mean_net(x_new.mean(-1)).argmax(1) == y_new).float().mean().item()
     assert acc > 0.85 and mean_acc < 0.65  # held-out; about 0.9 and 0.5 with seeds 0-3
+
+
+def test_slice_context_reads_neighbouring_slices_as_channels():
+    from medpipe.models.nets.crnn import SliceEncoder, encode_slices
+
+    x = torch.arange(2 * 1 * 5 * 3 * 3, dtype=torch.float32).view(2, 1, 5, 3, 3)
+    seen = []
+
+    class Record(torch.nn.Module):
+        def forward(self, batch):
+            seen.append(batch)
+            return batch.flatten(1)
+
+    encode_slices(Record(), x, axis=0, context=1)
+    slices = seen[0].view(2, 5, 3, 3, 3)  # (N, S, 2k+1, H, W)
+    assert torch.equal(slices[0, 2, 0], x[0, 0, 1]) and torch.equal(slices[0, 2, 2], x[0, 0, 3])
+    assert torch.equal(slices[1, 0, 1], x[1, 0, 0]) and not slices[1, 0, 0].any()  # zero padding
+    for cls in (CRNN2D, SliceCNN):
+        net = cls(1, 2, (7, 9, 11), channels=[4], context=2, axis=1)
+        assert isinstance(net.encoder, SliceEncoder)
+        assert net(torch.randn(1, 1, 7, 9, 11)).shape == (1, 2)

@@ -346,6 +346,7 @@ class _SliceEncoderNet(_Closed):
     batch_norm: bool = True
     feature_dim: NonNegInt = 0
     axis: Literal[0, 1, 2] = 0
+    context: Annotated[int, Field(ge=0, le=8)] = 0
 
 
 class SliceCNNNet(_SliceEncoderNet):

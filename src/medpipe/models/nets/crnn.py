@@ -138,11 +138,16 @@ def _check_volume(name: str, spatial_shape: Sequence[int], axis: int) -> None:
         raise ValueError(f"axis: {axis} is not a spatial axis (0, 1 or 2)")
 
 
-def encode_slices(encoder: nn.Module, x: torch.Tensor, axis: int) -> torch.Tensor:
+def encode_slices(encoder: nn.Module, x: torch.Tensor, axis: int, context: int = 0) -> torch.Tensor:
     """(N, C, D, H, W) -> (N, S, F): the slices along spatial `axis` folded into the batch and
-    encoded in one call."""
+    encoded in one call. With context k, each slice is read together with its k neighbours on
+    either side (zeros beyond the ends) as extra channels: (2k + 1) * C input channels."""
     x = x.movedim(2 + axis, 1)  # (N, S, C, A, B)
     n, s = x.shape[:2]
+    if context > 0:
+        padded = nn.functional.pad(x, (0, 0, 0, 0, 0, 0, context, context))
+        x = padded.unfold(1, 2 * context + 1, 1)  # (N, S, C, A, B, 2k+1)
+        x = x.permute(0, 1, 5, 2, 3, 4).reshape(n, s, -1, *x.shape[3:5])
     feats = encoder(x.reshape(n * s, *x.shape[2:]))
     return feats.view(n, s, -1)
 
@@ -163,15 +168,18 @@ class CRNN2D(nn.Module):
         feature_dim: int = 0,
         axis: int = 0,
         rnn: Mapping[str, Any] | None = None,
+        context: int = 0,
     ):
         super().__init__()
         _check_volume("CRNN2D", spatial_shape, axis)
-        self.axis = axis
-        self.encoder = SliceEncoder(in_channels, channels, kernel_size, batch_norm, feature_dim)
+        self.axis, self.context = axis, context
+        self.encoder = SliceEncoder(
+            in_channels * (2 * context + 1), channels, kernel_size, batch_norm, feature_dim
+        )
         self.head = RNNHead(self.encoder.out_features, num_outputs, **dict(rnn or {}))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(encode_slices(self.encoder, x, self.axis), lengths)
+        return self.head(encode_slices(self.encoder, x, self.axis, self.context), lengths)
 
 
 class SliceCNN(nn.Module):
@@ -191,16 +199,20 @@ class SliceCNN(nn.Module):
         feature_dim: int = 0,
         dropout: float = 0.0,
         axis: int = 0,
+        context: int = 0,
     ):
         super().__init__()
         _check_volume("SliceCNN", spatial_shape, axis)
-        self.axis = axis
-        self.encoder = SliceEncoder(in_channels, channels, kernel_size, batch_norm, feature_dim)
+        self.axis, self.context = axis, context
+        self.encoder = SliceEncoder(
+            in_channels * (2 * context + 1), channels, kernel_size, batch_norm, feature_dim
+        )
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(self.encoder.out_features, num_outputs)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        logits = self.out(self.dropout(encode_slices(self.encoder, x, self.axis)))  # (N, S, K)
+        feats = encode_slices(self.encoder, x, self.axis, self.context)
+        logits = self.out(self.dropout(feats))  # (N, S, K)
         if lengths is None:
             return logits.mean(1)
         lengths = lengths.to(device=x.device, dtype=torch.long).clamp(1, logits.shape[1])
