@@ -69,9 +69,9 @@ CPU_PLAN = {
         "limit_train_batches": 3,
         "limit_val_batches": 1,
     },
-    # the LSTM on 10 s ECG windows (200 steps of 50 ms): 3 batches of 64 per epoch, 3 rounds
+    # the LSTM on 10 s ECG windows (200 steps of 50 ms): 3 batches of 64 per epoch, 5 rounds
     "rnn": {
-        "rounds": 3,
+        "rounds": 5,
         "warmup_epochs": 1,
         "epochs": 1,
         "limit_train_batches": 3,

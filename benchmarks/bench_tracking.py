@@ -59,7 +59,7 @@ def instrument() -> None:
 
     for meth in ("log_metrics", "log_hyperparams", "after_save_checkpoint", "save", "finalize"):
         setattr(EpochStepMLFlowLogger, meth, _timed(getattr(EpochStepMLFlowLogger, meth), meth))
-    pipeline._create_run = _timed(pipeline._create_run, "create run (tags, params)", True)
+    pipeline.create_run = _timed(pipeline.create_run, "create run (tags, params)", True)
     pipeline._log_run_outputs = _timed(
         pipeline._log_run_outputs, "log outputs (artifacts, model)", True
     )
