@@ -283,5 +283,5 @@ def test_slice_context_reads_neighbouring_slices_as_channels():
     assert torch.equal(slices[1, 0, 1], x[1, 0, 0]) and not slices[1, 0, 0].any()  # zero padding
     for cls in (CRNN2D, SliceCNN):
         net = cls(1, 2, (7, 9, 11), channels=[4], context=2, axis=1)
-        assert isinstance(net.encoder, SliceEncoder)
+        assert isinstance(net.slices.encoder, SliceEncoder)
         assert net(torch.randn(1, 1, 7, 9, 11)).shape == (1, 2)

@@ -152,6 +152,34 @@ def encode_slices(encoder: nn.Module, x: torch.Tensor, axis: int, context: int =
     return feats.view(n, s, -1)
 
 
+class SliceFeatures(nn.Module):
+    """(N, C, D, H, W) -> (N, S, F): a SliceEncoder over every slice along spatial `axis`, each
+    slice read with `context` neighbours on either side as channels (see encode_slices)."""
+
+    def __init__(
+        self,
+        name: str,
+        in_channels: int,
+        spatial_shape: Sequence[int],
+        channels: Sequence[int],
+        kernel_size: int,
+        batch_norm: bool,
+        feature_dim: int,
+        axis: int,
+        context: int,
+    ):
+        super().__init__()
+        _check_volume(name, spatial_shape, axis)
+        self.axis, self.context = axis, context
+        self.encoder = SliceEncoder(
+            in_channels * (2 * context + 1), channels, kernel_size, batch_norm, feature_dim
+        )
+        self.out_features = self.encoder.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return encode_slices(self.encoder, x, self.axis, self.context)
+
+
 class CRNN2D(nn.Module):
     """A SliceEncoder shared by every slice along spatial `axis` (0: depth of a volume, or time of
     a frame sequence), then an RNNHead (options in `rnn`) over the slice features in order.
@@ -171,15 +199,14 @@ class CRNN2D(nn.Module):
         context: int = 0,
     ):
         super().__init__()
-        _check_volume("CRNN2D", spatial_shape, axis)
-        self.axis, self.context = axis, context
-        self.encoder = SliceEncoder(
-            in_channels * (2 * context + 1), channels, kernel_size, batch_norm, feature_dim
-        )
-        self.head = RNNHead(self.encoder.out_features, num_outputs, **dict(rnn or {}))
+        self.slices = SliceFeatures(
+            "CRNN2D", in_channels, spatial_shape, channels, kernel_size, batch_norm, feature_dim,
+            axis, context,
+        )  # fmt: skip
+        self.head = RNNHead(self.slices.out_features, num_outputs, **dict(rnn or {}))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(encode_slices(self.encoder, x, self.axis, self.context), lengths)
+        return self.head(self.slices(x), lengths)
 
 
 class SliceCNN(nn.Module):
@@ -202,17 +229,15 @@ class SliceCNN(nn.Module):
         context: int = 0,
     ):
         super().__init__()
-        _check_volume("SliceCNN", spatial_shape, axis)
-        self.axis, self.context = axis, context
-        self.encoder = SliceEncoder(
-            in_channels * (2 * context + 1), channels, kernel_size, batch_norm, feature_dim
-        )
+        self.slices = SliceFeatures(
+            "SliceCNN", in_channels, spatial_shape, channels, kernel_size, batch_norm, feature_dim,
+            axis, context,
+        )  # fmt: skip
         self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(self.encoder.out_features, num_outputs)
+        self.out = nn.Linear(self.slices.out_features, num_outputs)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        feats = encode_slices(self.encoder, x, self.axis, self.context)
-        logits = self.out(self.dropout(feats))  # (N, S, K)
+        logits = self.out(self.dropout(self.slices(x)))  # (N, S, K)
         if lengths is None:
             return logits.mean(1)
         lengths = lengths.to(device=x.device, dtype=torch.long).clamp(1, logits.shape[1])
