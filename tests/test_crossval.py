@@ -116,3 +116,14 @@ def test_three_fold_cross_validation_end_to_end(tmp_path):
     again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     for key in ("test/auroc", "test/acc", "test/loss"):
         assert again[key] == pytest.approx(fold1.data.metrics[key], abs=1e-5)
+
+    # compare cv=true lists the cross-validation (its parent), each mean with its std
+    listed = run_cli(
+        "compare", "experiment=cv", "cv=true", "format=csv", f"paths.root_dir={tmp_path}"
+    )
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    rows = list(csv.DictReader(listed.stdout.splitlines()))
+    assert [r["run_id"] for r in rows] == [parent.info.run_id]
+    assert float(rows[0]["test/auroc_std"]) == pytest.approx(
+        parent.data.metrics["test/auroc_std"], rel=1e-6
+    )

@@ -57,6 +57,7 @@ def _compare(cfg: DictConfig) -> str:
         params=None if params is None else [str(p) for p in params],
         ignore_params=[str(p) for p in cfg.get("ignore_params") or []],
         metrics=[str(m) for m in cfg.metrics],
+        cv=bool(cfg.get("cv", False)),
     )
     text = render(comparison, str(cfg.format))
     sys.stdout.write(text)

@@ -4,7 +4,8 @@ Each fold trains and tests as its own MLflow run (`<name>-fold<i>`, tag `cv.fold
 one parent run (tag `medpipe.cv`), which gets the mean and standard deviation over folds of every
 test metric (`test/<metric>` holds the mean, `test/<metric>_std` the sample standard deviation),
 `best/<monitor>` (mean of the folds' best validation values) and `cv_summary.{md,csv}` plus
-`folds.json` (the rows of every split of every fold) as artifacts. Outputs go to
+`folds.json` (the rows of every split of every fold) as artifacts; likewise `val/<metric>`, the
+folds' validation metrics at their best epochs. Outputs go to
 `<output_dir>/fold<i>/` and `<output_dir>/cv_summary.*`.
 """
 
@@ -60,9 +61,10 @@ def cross_validate(cfg: DictConfig, folder: Path | None = None) -> float:
             tags = {"cv.fold": str(i), "cv.folds": str(k)}
             if parent is not None:
                 tags["mlflow.parentRunId"] = parent.run_id
-            best, test = train_once(fold_cfg, folder, fold, tags, f"-fold{i}")
+            best, metrics = train_once(fold_cfg, folder, fold, tags, f"-fold{i}")
             bests.append(best)
-            rows.append({"fold": i, f"best/{c['monitor']}": best, **test})
+            metrics.pop("best_epoch", None)
+            rows.append({"fold": i, f"best/{c['monitor']}": best, **metrics})
         summary = summarise(rows)
         write_json(out_dir / "metrics.json", summary)
         files = write_tables(rows, summary, out_dir)
@@ -117,7 +119,9 @@ def write_tables(rows: list[dict[str, float]], summary: dict[str, float], out_di
     w.writerow(["mean", *(f"{summary.get(key, math.nan):.6g}" for key in keys)])
     w.writerow(["std", *(f"{summary.get(key + '_std', math.nan):.6g}" for key in keys)])
     csv_path.write_text(buf.getvalue())
-    shown = [key for key in keys if key.split("/")[-1] in MAIN] or keys[:8]
+    shown = [
+        key for key in keys if key.startswith(("best/", "test/")) and key.split("/")[-1] in MAIN
+    ] or keys[:8]
     lines = ["| fold | " + " | ".join(shown) + " |", "|---" * (len(shown) + 1) + "|"]
     for r in rows:
         lines.append(f"| {r['fold']} | " + " | ".join(f"{r[key]:.4f}" for key in shown) + " |")

@@ -244,8 +244,9 @@ def train_once(
     run_tags: dict[str, str] | None = None,
     run_suffix: str = "",
 ) -> tuple[float, dict[str, float]]:
-    """One training: (best monitor value, test metrics). `folds` and `run_tags` make it one fold of
-    a cross-validation (its rows of the pooled data; its parent run and fold number)."""
+    """One training: (best monitor value, its metrics.json: test metrics and the validation metrics
+    of the best epoch). `folds` and `run_tags` make it one fold of a cross-validation (its rows of
+    the pooled data; its parent run and fold number)."""
     c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     out_dir = Path(c["paths"]["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -284,6 +285,7 @@ def train_once(
         if run is not None and math.isfinite(best):
             run.client.log_metric(run.run_id, f"best/{monitor}", best)
         test_metrics: dict[str, float] = {}
+        summary: dict[str, float] = {}
         if c.get("test_after_fit", True):
             results = trainer.test(task, datamodule=dm, ckpt_path=best_path or None, verbose=False)
             test_metrics = _floats(results[0]) if results else {}
@@ -316,7 +318,7 @@ def train_once(
                     f"MLflow run {run.run_id} in experiment '{c['experiment_name']}' "
                     f"({run.logger._tracking_uri}); browse with `make ui`"
                 )
-    return best, test_metrics
+    return best, summary
 
 
 def _best_row(rows: list[dict[str, float]], monitor: str, mode: str) -> dict[str, float]:

@@ -25,6 +25,7 @@ FORMATS = ("table", "md", "csv")
 ORDERS = ("auto", "desc", "asc")
 PARENT_TAG = "mlflow.parentRunId"
 SWEEP_TAG = "medpipe.sweep"  # set on the parent run of a Hydra multirun
+CV_TAG = "medpipe.cv"  # set on the parent run of a cross-validation (its metrics: fold means)
 DEFAULT_IGNORE = ("paths.*",)  # differ between every pair of runs, say nothing about the experiment
 
 
@@ -138,10 +139,21 @@ def _start(run) -> int:
 
 
 def select_runs(
-    runs: list[Any], sweep: str | None, experiment: str
+    runs: list[Any], sweep: str | None, experiment: str, cv: bool = False
 ) -> tuple[list[Any], str | None]:
     """The runs to compare: the children of sweep `sweep` (an id, a unique id prefix, or
-    'latest'), or every run of the experiment except sweep parents when `sweep` is None."""
+    'latest'), or every run of the experiment except sweep parents when `sweep` is None; with
+    `cv`, the parent runs of cross-validations (of the sweep, if one is given) instead."""
+    if cv:
+        # a sweep's jobs that cross-validated are its children (and the parents of their folds)
+        scope = select_runs(runs, sweep, experiment)[0] if sweep else runs
+        chosen = [r for r in scope if r.data.tags.get(CV_TAG) == "true"]
+        if not chosen:
+            raise ConfigError(
+                f"cv=true: experiment '{experiment}' has no cross-validation runs; train one with "
+                "python -m medpipe.train cv.folds=5 ..."
+            )
+        return chosen, None
     parents = parent_ids(runs)
     if sweep is None or str(sweep) == "":
         chosen = [r for r in runs if r.info.run_id not in parents]
@@ -278,8 +290,11 @@ def compare_runs(
     params: Sequence[str] | None = None,
     ignore_params: Sequence[str] = DEFAULT_IGNORE,
     metrics: Sequence[str] = MAIN_METRICS,
+    cv: bool = False,
 ) -> Comparison:
-    """Select, sort and cut the runs; raise ConfigError (one line per problem) on bad input."""
+    """Select, sort and cut the runs; raise ConfigError (one line per problem) on bad input.
+    `cv`: compare cross-validations (their parent runs: metric means, with a `_std` column after
+    each shown metric)."""
     order = str(order or "auto").lower()
     if order not in ORDERS:
         raise ConfigError(f"order: '{order}' is not one of {', '.join(ORDERS)}")
@@ -290,7 +305,7 @@ def compare_runs(
 
     client = _client(uri)
     exp = _find_experiment(client, experiment, uri)
-    runs, parent = select_runs(_all_runs(client, exp.experiment_id), sweep, experiment)
+    runs, parent = select_runs(_all_runs(client, exp.experiment_id), sweep, experiment, cv)
 
     metric_keys = sorted({k for r in runs for k in r.data.metrics})
     param_keys = {k for r in runs for k in r.data.params}
@@ -323,6 +338,13 @@ def compare_runs(
     metric_cols = [m for m in metrics if any(m in r.data.metrics for r in shown_runs)]
     if is_metric and sort not in metric_cols:
         metric_cols.append(sort)
+    if cv:  # each mean over folds followed by its standard deviation
+        metric_cols = [
+            c
+            for m in metric_cols
+            for c in (m, f"{m}_std")
+            if c == m or any(c in r.data.metrics for r in shown_runs)
+        ]
     if not is_metric and sort not in param_cols:
         param_cols.insert(0, sort)
     return Comparison(
