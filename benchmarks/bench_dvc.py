@@ -31,24 +31,14 @@ from pathlib import Path
 import yaml
 
 from benchmarks.common import DEFAULT_THREADS, REPO, Bench, Goal, md_table, spread
+from medpipe.dvc_scratch import PROJECT_FILES, clean_env, copy_files, listed_files, set_value
 
 DVC = Path(sys.executable).parent / "dvc"
-PROJECT_FILES = re.compile(
-    r"^(conf/|src/|dvc\.yaml$|params\.yaml$|\.dvc/|\.dvcignore$|\.gitignore$)"
-)
 
 
 def _env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DVC_", "MEDPIPE_", "MLFLOW_")) and k != "PYTHONPATH"
-    }
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["NO_ALBUMENTATIONS_UPDATE"] = "1"
     n = str(int(os.environ.get("BENCH_THREADS") or DEFAULT_THREADS))
-    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = n
-    return env
+    return clean_env(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n)
 
 
 def run(repo: Path, *args: str, timeout: float = 900) -> tuple[float, str]:
@@ -63,36 +53,12 @@ def run(repo: Path, *args: str, timeout: float = 900) -> tuple[float, str]:
     return dt, out
 
 
-def set_value(path: Path, key: str, value: str) -> None:
-    text, n = re.subn(
-        rf"^([ \t]*-?[ \t]*{re.escape(key)}:)[^\n]*",
-        rf"\g<1> {value}",
-        path.read_text(),
-        count=1,
-        flags=re.M,
-    )
-    if n != 1:
-        raise RuntimeError(f"no '{key}:' line in {path}")
-    path.write_text(text)
-
-
 def copy_project(dest: Path, with_lock: bool) -> list[str]:
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
+    listed = listed_files(REPO)
     # workspace: every file git does not ignore (the committed metrics, plot tables and the
     # .gitignore files DVC wrote next to its outputs too); bootstrap: the pipeline's sources only.
     wanted = listed if with_lock else list(filter(PROJECT_FILES.match, listed))
-    for name in wanted:
-        if name.startswith("benchmarks/results/"):
-            continue
-        if (REPO / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, dest / name)
+    copy_files(REPO, dest, [n for n in wanted if not n.startswith("benchmarks/results/")])
     outs: list[str] = []
     if with_lock:
         shutil.copy2(REPO / "dvc.lock", dest / "dvc.lock")

@@ -195,6 +195,7 @@ def run_plain(cfg, device: str, plan: dict[str, Any]) -> dict[str, Any]:
     regression = dm.meta.task == "regression"
     t_mean, t_std = float(dm.meta.target_mean), float(dm.meta.target_std)
     huber = c["model"].get("loss") == "huber"
+    label_smoothing = float(c["model"].get("label_smoothing", 0.0))
 
     def loss_fn(out, yb):
         if regression:  # z-scored target, as medpipe's regression task learns it
@@ -222,7 +223,6 @@ def run_plain(cfg, device: str, plan: dict[str, Any]) -> dict[str, Any]:
     augment = dm.batch_augment
     if augment is not None:
         augment.seed = seed
-    label_smoothing = float(c["model"].get("label_smoothing", 0.0))
     optimizer = task.optimizer_factory(params=net.parameters())
     scheduler = build_scheduler(optimizer, c["scheduler"], int(c["trainer"]["max_epochs"]))
     precision = str(c["trainer"].get("precision", "32-true"))

@@ -73,6 +73,18 @@ def run_cli(
     )
 
 
+def evaluate_cli(ckpt: Path, root: Path) -> dict:
+    """`python -m medpipe.evaluate` on a checkpoint (store and data under `root`); its metrics."""
+    import json
+
+    out_dir = root / "eval"
+    out = run_cli(
+        "evaluate", f"ckpt_path={ckpt}", f"output_dir={out_dir}", f"paths.root_dir={root}"
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads((out_dir / "metrics.json").read_text())
+
+
 def write_medmnist_npz(
     path: Path, n: int = 40, shape=(28, 28), labels="n1", n_classes: int = 2, seed: int = 0
 ) -> Path:

@@ -13,7 +13,7 @@ import pytest
 from medpipe.data.folds import make_folds
 from medpipe.errors import ConfigError
 
-from conftest import run_cli
+from conftest import evaluate_cli, run_cli
 
 
 @pytest.mark.parametrize("task", ["multiclass", "regression"])
@@ -106,14 +106,7 @@ def test_three_fold_cross_validation_end_to_end(tmp_path):
         assert (out_dir / f"fold{i}" / "checkpoints" / "best.ckpt").is_file()
     # a fold's checkpoint remembers its fold: evaluate tests it on that fold's rows again
     fold1 = next(r for r in children if r.data.tags["cv.fold"] == "1")
-    evaluated = run_cli(
-        "evaluate",
-        f"ckpt_path={out_dir / 'fold1' / 'checkpoints' / 'best.ckpt'}",
-        f"output_dir={tmp_path / 'eval'}",
-        f"paths.root_dir={tmp_path}",
-    )
-    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    again = evaluate_cli(out_dir / "fold1" / "checkpoints" / "best.ckpt", tmp_path)
     for key in ("test/auroc", "test/acc", "test/loss"):
         assert again[key] == pytest.approx(fold1.data.metrics[key], abs=1e-5)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -23,27 +22,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from medpipe.dvc_scratch import PROJECT_FILES, clean_env, copy_files, listed_files, set_value
+
 from conftest import REPO
 
 DVC = str(Path(sys.executable).parent / "dvc")
 STAGES = ("prepare@synthetic_lesions", "train", "evaluate")
 SITE_CACHE: list[Path] = []  # DVC's per-repository state, kept under pytest's tmp (not /var/tmp)
-PROJECT_FILES = re.compile(
-    r"^(conf/|src/|dvc\.yaml$|params\.yaml$|\.dvc/|\.dvcignore$|\.gitignore$)"
-)
 
 
 def _env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DVC_", "MEDPIPE_", "MLFLOW_")) and k != "PYTHONPATH"
-    }
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["NO_ALBUMENTATIONS_UPDATE"] = "1"
-    if SITE_CACHE:
-        env["DVC_SITE_CACHE_DIR"] = str(SITE_CACHE[0])
-    return env
+    extra = {"DVC_SITE_CACHE_DIR": str(SITE_CACHE[0])} if SITE_CACHE else {}
+    return clean_env(**extra)
 
 
 def run(repo: Path, *args: str, timeout: float = 900) -> str:
@@ -62,19 +52,6 @@ def dvc(repo: Path, *args: str) -> str:
 
 def git(repo: Path, *args: str) -> str:
     return run(repo, "git", *args)
-
-
-def set_value(path: Path, key: str, value: str) -> None:
-    """Set the first `key:` line of a YAML file (comments after the value are dropped)."""
-    text, n = re.subn(
-        rf"^([ \t]*-?[ \t]*{re.escape(key)}:)[^\n]*",
-        rf"\g<1> {value}",
-        path.read_text(),
-        count=1,
-        flags=re.M,
-    )
-    assert n == 1, f"no '{key}:' line in {path}"
-    path.write_text(text)
 
 
 def ran(out: str) -> set[str]:
@@ -99,17 +76,7 @@ def pipeline(tmp_path_factory) -> tuple[Path, str]:
     """A committed repository after its first `dvc repro`, and that repro's output."""
     SITE_CACHE[:] = [tmp_path_factory.mktemp("dvc-site-cache")]
     repo = tmp_path_factory.mktemp("dvc") / "repo"
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for name in filter(PROJECT_FILES.match, listed):
-        if (REPO / name).is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, repo / name)
+    copy_files(REPO, repo, list(filter(PROJECT_FILES.match, listed_files(REPO))))
     data = repo / "conf" / "data" / "synthetic_lesions.yaml"
     for key, value in (("n_train", 256), ("n_val", 128), ("n_test", 128), ("batch_size", 64)):
         set_value(data, key, str(value))

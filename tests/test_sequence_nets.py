@@ -128,6 +128,16 @@ def test_rnn_padded_equals_unpadded(cell, bidirectional, pooling):
     _padded_equals_unpadded(net, [41, 17, 1, 30])
 
 
+@pytest.mark.parametrize("pooling", ["last", "mean", "attention"])
+def test_rnn_reading_several_samples_per_step_padded_equals_unpadded(pooling):
+    """frame=5: lengths that are not multiples of 5 end in a partial step, which must not see
+    the (junk) padding."""
+    net = RNN(2, 3, [41], hidden_size=8, pooling=pooling, frame=5)
+    _padded_equals_unpadded(net, [41, 17, 1, 30, 23])
+    assert net(torch.randn(1, 2, 13)).shape == (1, 3)
+    assert net.head.layers[0][0].input_size == 2 * 5  # one step reads 5 samples of 2 channels
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_recurrence_matches_packed_torch_rnn(cell):
     """The per-layer, per-direction stack is nn.LSTM/GRU(num_layers=2, bidirectional) on a packed

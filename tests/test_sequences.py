@@ -15,7 +15,7 @@ from medpipe.data.prepare import prepare_dataset
 from medpipe.data.processed import read_split
 from test_ecg_data import physionet_cfg, write_physionet
 
-from conftest import run_cli
+from conftest import evaluate_cli, run_cli
 
 SMALL_ECG = ["data.n_train=96", "data.n_val=48", "data.n_test=48", "data.batch_size=32"]
 
@@ -116,14 +116,7 @@ def test_regression_trains_tracks_and_exports(tmp_path):
     assert pred.shape == (8,)
     assert 20 < pred.mean() < 160  # bpm, not z-scores
 
-    evaluated = run_cli(
-        "evaluate",
-        f"ckpt_path={out_dir / 'checkpoints' / 'best.ckpt'}",
-        f"output_dir={tmp_path / 'eval'}",
-        f"paths.root_dir={tmp_path}",
-    )
-    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    again = evaluate_cli(out_dir / "checkpoints" / "best.ckpt", tmp_path)
     assert again["test/mae"] == pytest.approx(run.data.metrics["test/mae"], abs=1e-4)
 
 
@@ -137,3 +130,51 @@ def test_classification_settings_on_regression_data_are_one_clear_error(tmp_path
     assert any(line.startswith("medpipe: error: monitor: 'val/auroc'") for line in errors)
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "logs" / "mlflow").exists()  # no run for a config that cannot train
+
+
+def test_channel_statistics_of_padded_records_ignore_the_padding():
+    from medpipe.data.processed import channel_stats
+
+    x = np.zeros((2, 1, 6), np.float32)
+    x[0, 0, :4] = [1, 2, 3, 4]  # length 4, then padding
+    x[1, 0, :] = [5, 5, 5, 5, 5, 5]
+    mean, std = channel_stats(x, 1.0, np.array([4, 6]))
+    valid = np.array([1, 2, 3, 4, 5, 5, 5, 5, 5, 5], np.float64)
+    assert mean == pytest.approx([valid.mean()]) and std == pytest.approx([valid.std()])
+    assert channel_stats(x, 1.0)[0] != pytest.approx(mean)  # padding counted without lengths
+
+
+def test_challenge_f1_is_the_mean_f1_of_the_score_classes():
+    from medpipe.evaluation.metrics import ClassificationMetrics
+
+    metrics = ClassificationMetrics("multiclass", ["N", "A", "O", "noisy"], ["N", "A", "O"])
+    target = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    pred = torch.tensor([0, 1, 1, 1, 2, 0, 3, 2])
+    metrics.update(torch.nn.functional.one_hot(pred, 4).float(), target)
+    values = metrics.compute()
+    per_class = [float(values[f"f1_{k}"]) for k in ("n", "a", "o")]
+    assert float(values["f1_score"]) == pytest.approx(np.mean(per_class))
+    assert float(values["f1_score"]) != pytest.approx(float(values["f1_macro"]))  # noisy left out
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["monitor=val/mae", "monitor_mode=min"], "monitor: 'val/mae' is not a metric of binary"),
+        (["model.loss=mse"], "model.loss: 'mse' is a regression loss"),
+    ],
+)
+def test_regression_settings_on_classification_data_are_one_clear_error(
+    tmp_path, overrides, expected
+):
+    out = run_cli("train", *overrides, f"paths.root_dir={tmp_path}", "data.n_train=64")
+    assert out.returncode == 2 and f"medpipe: error: {expected}" in out.stderr, out.stderr
+    assert not (tmp_path / "logs" / "mlflow").exists()
+
+
+def test_a_minimised_monitor_with_mode_max_is_refused(make_cfg):
+    from medpipe.config import validate
+    from medpipe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="monitor_mode: 'max' with monitor 'val/mae'"):
+        validate(make_cfg("data=synthetic_ecg", "model=rnn", "model.loss=mse", "monitor=val/mae"))

@@ -22,10 +22,9 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from medpipe.data.datamodule import pooled_split
 from medpipe.data.folds import make_folds
 from medpipe.data.prepare import prepare_dataset
-from medpipe.data.processed import read_meta
+from medpipe.data.processed import pooled_labels, read_meta
 
 
 def cross_validate(cfg: DictConfig, folder: Path | None = None) -> float:
@@ -88,7 +87,7 @@ def all_folds(c: dict[str, Any], folder: Path) -> list[dict[str, np.ndarray]]:
     """The folds of a run config over a processed folder: the same rows every time."""
     cv = c["cv"]
     seed = int(cv.get("seed") if cv.get("seed") is not None else c["seed"])
-    y = pooled_split(folder).y
+    y = pooled_labels(folder)
     return make_folds(y, read_meta(folder).task, int(cv["folds"]), float(cv["val_fraction"]), seed)
 
 

@@ -390,14 +390,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     out_dir = Path(c["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(int(run_cfg["seed"]), workers=True, verbose=False)
-    no_aug = {**run_cfg, "augmentation": {"train": []}}
+    folder = prepare_dataset(
+        run_cfg["data"], run_cfg["paths"]["processed_dir"], run_cfg["paths"]["raw_dir"]
+    )
     folds = None
     if (run_cfg.get("cv") or {}).get("fold") is not None:  # one fold of a cross-validation
         from medpipe.crossval import fold_rows
 
-        dm = build_datamodule(no_aug, int(run_cfg["seed"]))
-        folds = fold_rows(run_cfg, dm.folder, int(run_cfg["cv"]["fold"]))
-    dm = build_datamodule(no_aug, int(run_cfg["seed"]), folds=folds)
+        folds = fold_rows(run_cfg, folder, int(run_cfg["cv"]["fold"]))
+    no_aug = {**run_cfg, "augmentation": {"train": []}}
+    dm = build_datamodule(no_aug, int(run_cfg["seed"]), folder, folds)
     meta = DatasetMeta.from_dict(ckpt["medpipe"]["meta"])
     task = build_task(run_cfg, meta)
     task.load_state_dict(ckpt["state_dict"])

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from medpipe.data.processed import SPLITS, DatasetMeta, Split, read_meta, read_split
+from medpipe.data.processed import DatasetMeta, Split, pooled_split, read_meta, read_split
 
 
 class ArrayDataset(Dataset):
@@ -132,6 +132,7 @@ class MedDataModule(L.LightningDataModule):
             batch_augment  # on-device augmentation of training batches (memory path)
         )
         self.folds = folds  # split -> row indices into the pooled splits (cross-validation)
+        self._pooled: Split | None = None
         self.splits: dict[str, Split] = {}
         self._device_splits: dict[str, tuple[torch.Tensor, ...]] = {}
 
@@ -160,8 +161,9 @@ class MedDataModule(L.LightningDataModule):
     def _read(self, split: str, mmap: bool) -> Split:
         if self.folds is None:
             return read_split(self.folder, split, mmap=mmap)
-        pooled = pooled_split(self.folder)
-        rows = self.folds[split]
+        if self._pooled is None:  # read once, then every split takes its rows
+            self._pooled = pooled_split(self.folder)
+        pooled, rows = self._pooled, self.folds[split]
         lengths = pooled.lengths[rows] if pooled.lengths is not None else None
         return Split(pooled.x[rows], pooled.y[rows], lengths)
 
@@ -219,12 +221,3 @@ class MedDataModule(L.LightningDataModule):
         if split not in self.splits:
             self.splits[split] = self._read(split, mmap=True)
         return self.splits[split]
-
-
-def pooled_split(folder: str | Path) -> Split:
-    """Every sample of a processed dataset, train then val then test (cross-validation pools)."""
-    parts = [read_split(folder, s, mmap=False) for s in SPLITS]
-    lengths = np.concatenate([p.lengths for p in parts]) if parts[0].lengths is not None else None
-    return Split(
-        np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]), lengths
-    )

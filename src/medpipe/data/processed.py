@@ -174,3 +174,17 @@ def read_split(folder: str | os.PathLike, split: str, mmap: bool = True) -> Spli
     lengths_path = folder / f"{split}_lengths.npy"
     lengths = np.load(lengths_path, allow_pickle=False) if lengths_path.exists() else None
     return Split(x, y, lengths)
+
+
+def pooled_split(folder: str | os.PathLike) -> Split:
+    """Every sample of a processed dataset, train then val then test (cross-validation pools)."""
+    parts = [read_split(folder, s, mmap=False) for s in SPLITS]
+    lengths = np.concatenate([p.lengths for p in parts]) if parts[0].lengths is not None else None
+    return Split(
+        np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]), lengths
+    )
+
+
+def pooled_labels(folder: str | os.PathLike) -> np.ndarray:
+    """The labels of pooled_split, without reading the samples."""
+    return np.concatenate([read_split(folder, s, mmap=True).y for s in SPLITS])
