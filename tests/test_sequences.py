@@ -178,3 +178,24 @@ def test_a_minimised_monitor_with_mode_max_is_refused(make_cfg):
 
     with pytest.raises(ConfigError, match="monitor_mode: 'max' with monitor 'val/mae'"):
         validate(make_cfg("data=synthetic_ecg", "model=rnn", "model.loss=mse", "monitor=val/mae"))
+
+
+def test_an_augmentation_that_does_not_fit_the_data_is_one_error_before_the_run(tmp_path):
+    """A MONAI flip along a third spatial axis, on signals (C, T): tried on the data's sample
+    shape when the pipeline is built, so it fails naming the entry, not inside a worker."""
+    out = run_cli(
+        "train",
+        "data=synthetic_ecg",
+        "model=crnn1d",
+        "model.loss=mse",
+        "monitor=val/mae",
+        "monitor_mode=min",
+        *SMALL_ECG,
+        "augmentation=signal_light",
+        "augmentation.train=[{_target_:monai.transforms.RandFlip,spatial_axis:2,prob:1.0}]",
+        f"paths.root_dir={tmp_path}",
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("medpipe: error:")]
+    assert len(errors) == 1 and "augmentation.train[0]" in errors[0], out.stderr
+    assert "Traceback" not in out.stderr

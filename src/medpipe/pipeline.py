@@ -24,7 +24,7 @@ from medpipe.data.augment_ops import on_device
 from medpipe.data.batch_augment import BatchAugment
 from medpipe.data.datamodule import MedDataModule
 from medpipe.data.prepare import prepare_dataset
-from medpipe.data.processed import DatasetMeta
+from medpipe.data.processed import DatasetMeta, read_meta
 from medpipe.data.transforms import build_transforms
 from medpipe.dvc_provenance import dvc_tags
 from medpipe.errors import ConfigError, DataError
@@ -72,7 +72,9 @@ def build_datamodule(
         folder = prepare_dataset(data, cfg["paths"]["processed_dir"], cfg["paths"]["raw_dir"])
     ops = list((cfg.get("augmentation") or {}).get("train") or [])
     loader = resolve_loader(data.get("loader", "auto"), ops)
-    transform = build_transforms(ops, seed, data["kind"]) if loader == "workers" else None
+    transform = None
+    if loader == "workers":  # MONAI lists are tried once on the data's sample shape here
+        transform = build_transforms(ops, seed, data["kind"], read_meta(folder).sample_shape)
     batch_augment = BatchAugment(ops, seed) if loader == "memory" and ops else None
     return MedDataModule(
         folder,

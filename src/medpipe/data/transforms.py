@@ -85,11 +85,7 @@ def build_albumentations(
                 warnings.simplefilter("always")
                 transforms.append(instantiate(op, _convert_="all"))
         except Exception as err:  # noqa: BLE001 - any failure here is a config problem
-            cause = err.__cause__ or err
-            first = (
-                str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-            )
-            raise ConfigError(f"{where}: {first}") from None
+            raise ConfigError(f"{where}: {_first_line(err)}") from None
         # albumentations only warns about unknown arguments; a typo must not silently do nothing.
         for w in caught:
             if "not valid for transform" in str(w.message):
