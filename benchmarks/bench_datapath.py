@@ -23,6 +23,7 @@ last (the GPU synchronised at the end).
 from __future__ import annotations
 
 import argparse
+import os
 
 from benchmarks.common import PNEUMONIA_NPZ, REPO, Bench, Goal, md_table, now, spread, sync
 from benchmarks.common import threads as set_threads
@@ -60,6 +61,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--device-epochs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument(
+        "--all-cores",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the on-device path with one torch thread per usable core (the cores the "
+        "2-worker DataLoader uses)",
+    )
     ap.add_argument("--name", default=None)
     args = ap.parse_args(argv)
 
@@ -72,7 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     from medpipe.data.transforms import build_albumentations
 
     threads = set_threads(args.threads)
+    cores = len(os.sched_getaffinity(0))
     dev = torch.device(args.device)
+    extra_threads = cores if args.all_cores and cores != threads and dev.type == "cpu" else None
     name = args.name or f"datapath_{'gpu' if args.device == 'cuda' else 'cpu'}"
     bench = Bench(
         name,
@@ -108,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
         sync(dev)
         return now() - t0, n
 
-    def device_epochs(k: int) -> tuple[float, int]:
+    def device_epochs(k: int, n_threads: int = threads) -> tuple[float, int]:
+        torch.set_num_threads(n_threads)
         sync(dev)
         t0, n = now(), 0
         for _ in range(k):
@@ -117,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
                 n += len(xb)
             epoch["n"] += 1
         sync(dev)
+        torch.set_num_threads(threads)
         return now() - t0, n
 
     print(f"warm-up: one epoch per loader ({len(x)} images from {source})", flush=True)
@@ -125,6 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     device_epochs(1)
     sps: dict[str, list[float]] = {f"albumentations_{w}w": [] for w in workers}
     sps["on_device"] = []
+    if extra_threads:
+        sps["on_device_all_cores"] = []
+        ratios_all: dict[int, list[float]] = {w: [] for w in workers}
     ratios: dict[int, list[float]] = {w: [] for w in workers}
     for r in range(args.rounds):
         this = {}
@@ -137,16 +152,27 @@ def main(argv: list[str] | None = None) -> None:
         sps["on_device"].append(dev_sps)
         for w in workers:
             ratios[w].append(dev_sps / this[w])
+        if extra_threads:
+            s, n = device_epochs(args.device_epochs, extra_threads)
+            sps["on_device_all_cores"].append(n / s)
+            for w in workers:
+                ratios_all[w].append(n / s / this[w])
         print(
             f"  round {r + 1}/{args.rounds}: "
             + ", ".join(f"{w} workers {this[w]:,.0f}" for w in workers)
-            + f", on-device {dev_sps:,.0f} samples/s",
+            + f", on-device {dev_sps:,.0f} samples/s"
+            + (
+                f" ({sps['on_device_all_cores'][-1]:,.0f} with {extra_threads} threads)"
+                if extra_threads
+                else ""
+            ),
             flush=True,
         )
     for dl in loaders.values():  # stop the persistent workers
         del dl
     summary = {k: spread(v) for k, v in sps.items()}
     ratio_summary = {w: spread(v) for w, v in ratios.items()}
+    all_summary = {w: spread(v) for w, v in ratios_all.items()} if extra_threads else {}
     rows = []
     for w in workers:
         s = summary[f"albumentations_{w}w"]
@@ -159,17 +185,30 @@ def main(argv: list[str] | None = None) -> None:
                 f"{1e6 / s['median']:.0f}",
                 f"{rt['median']:.1f} ({rt['min']:.1f}-{rt['max']:.1f})",
             ]
+            + (
+                [
+                    f"{all_summary[w]['median']:.1f} ({all_summary[w]['min']:.1f}-{all_summary[w]['max']:.1f})"
+                ]
+                if extra_threads
+                else []
+            )
+        )
+    for key, n_threads in [("on_device", threads), ("on_device_all_cores", extra_threads)]:
+        if key not in summary:
+            continue
+        s = summary[key]
+        rows.append(
+            [
+                f"on-device BatchAugment ({args.device}, {n_threads} torch thread"
+                f"{'s' if n_threads != 1 else ''})",
+                f"{s['median']:,.0f}",
+                f"{s['min']:,.0f}-{s['max']:,.0f}",
+                f"{1e6 / s['median']:.1f}",
+                "",
+            ]
+            + ([""] if extra_threads else [])
         )
     s = summary["on_device"]
-    rows.append(
-        [
-            f"on-device BatchAugment ({args.device})",
-            f"{s['median']:,.0f}",
-            f"{s['min']:,.0f}-{s['max']:,.0f}",
-            f"{1e6 / s['median']:.1f}",
-            "1",
-        ]
-    )
     goals = []
     ref = 2 if 2 in ratio_summary else max(workers)
     if args.device == "cpu":
@@ -177,7 +216,13 @@ def main(argv: list[str] | None = None) -> None:
             Goal(
                 f"on-device / albumentations DataLoader with {ref} workers (28x28, CPU)",
                 ">= 10x",
-                f"{ratio_summary[ref]['median']:.1f}x",
+                f"{ratio_summary[ref]['median']:.1f}x with {threads} torch thread"
+                f"{'s' if threads != 1 else ''}"
+                + (
+                    f" ({all_summary[ref]['median']:.1f}x with {extra_threads})"
+                    if extra_threads
+                    else ""
+                ),
                 ratio_summary[ref]["median"] >= 10,
             )
         )
@@ -196,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
         results={
             "samples_per_s": summary,
             "on_device_over_dataloader": {str(w): v for w, v in ratio_summary.items()},
+            "on_device_all_cores_over_dataloader": {str(w): v for w, v in all_summary.items()},
+            "all_cores_threads": extra_threads,
         },
         sections=[
             (
@@ -206,8 +253,10 @@ def main(argv: list[str] | None = None) -> None:
                         "samples/s (median)",
                         "min-max",
                         "µs per image",
-                        "on-device speed-up: median (min-max)",
-                    ],
+                        f"on-device speed-up, {threads} thread{'s' if threads != 1 else ''}: "
+                        "median (min-max)",
+                    ]
+                    + ([f"on-device speed-up, {extra_threads} threads"] if extra_threads else []),
                     rows,
                 )
                 + f"\n\n{len(x)} images of 1x28x28 uint8 ({source}), conf/augmentation/light.yaml, batch "
@@ -217,7 +266,10 @@ def main(argv: list[str] | None = None) -> None:
         goals=goals,
         notes=[
             "The machine is shared: DataLoader workers compete with other jobs for the 2 cores "
-            "(load average in the machine table); the on-device path uses torch's intra-op threads."
+            "(load average in the machine table); the on-device path uses torch's intra-op threads.",
+            "The goal's verdict uses the on-device figure with the benchmark's thread count (1 by "
+            "default), although the 2-worker DataLoader keeps every usable core busy; the "
+            "all-cores column gives the on-device path the same cores.",
         ],
         headline={
             "on_device_sps": s["median"],
@@ -226,6 +278,14 @@ def main(argv: list[str] | None = None) -> None:
                 for w in workers
             },
             f"ratio_vs_{ref}w": ratio_summary[ref]["median"],
+            **(
+                {
+                    "on_device_all_cores_sps": summary["on_device_all_cores"]["median"],
+                    f"all_cores_ratio_vs_{ref}w": all_summary[ref]["median"],
+                }
+                if extra_threads
+                else {}
+            ),
         },
     )
 

@@ -66,6 +66,11 @@ CASES = {
         "trainer.max_epochs: Input should be a valid integer",
     ),
     "unknown metric": (["monitor=val/dice"], "monitor: unknown metric 'val/dice'"),
+    "argument without an on-device version": (
+        ["augmentation=light", "data.loader=memory", "+augmentation.train.1.fit_output=true"],
+        "data.loader: 'memory' runs augmentation on the device, which has no "
+        "Affine.fit_output=True; use data.loader=workers",
+    ),
     "class weights": (
         [*SMALL_SYNTHETIC, "model.class_weights=[1,2,3]"],
         "model.class_weights: 3 weights for the 2 classes of synthetic_lesions",
@@ -146,6 +151,49 @@ def test_ctrl_c_during_training_leaves_no_running_run(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode != 0
+    tail = (proc.stdout.read() if proc.stdout else "")[-2000:]
+    assert proc.returncode != 0, tail
     statuses = _statuses(tmp_path)
     assert len(statuses) == 1 and statuses[0] in ("KILLED", "FAILED")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_ctrl_c_lost_in_a_finaliser_still_stops_training():
+    """A KeyboardInterrupt raised inside `__del__` is printed as 'Exception ignored' and lost;
+    medpipe's CtrlC callback remembers the signal and stops at the next batch boundary."""
+    import os
+
+    import lightning.pytorch as L
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from medpipe.callbacks import CtrlC
+
+    class SignalInFinaliser:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs here, inside __del__
+
+    class PressOnce(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 3:
+                SignalInFinaliser()  # dropped at once: __del__ runs
+
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    guard = CtrlC()
+    trainer = L.Trainer(
+        max_epochs=3,
+        limit_train_batches=20,
+        limit_val_batches=2,
+        callbacks=[guard, PressOnce()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    try:
+        with pytest.raises(SystemExit) as stop:  # Lightning's graceful shutdown on Ctrl-C
+            trainer.fit(BoringModel())
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert stop.value.code == 1 and guard.pressed
+    assert trainer.interrupted and trainer.global_step == 4  # the very next batch boundary

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +26,49 @@ def _scalars(
         if k.startswith(prefixes) and getattr(v, "numel", lambda: 1)() == 1:
             out[k] = float(v)
     return out
+
+
+class CtrlC(Callback):
+    """Ctrl-C stops training even when Python drops the KeyboardInterrupt.
+
+    Python's default handler raises KeyboardInterrupt wherever the main thread happens to be; raised
+    inside a finaliser (`__del__`, a weakref callback) it is printed as "Exception ignored" and
+    lost, and training would go on to the end with exit status 0. This handler also records the
+    signal, and the next batch or epoch boundary raises again if the first raise was lost. Lightning
+    then stops gracefully, and the MLflow run is not left RUNNING.
+    """
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._previous = None
+
+    def __getstate__(self) -> dict:  # ddp_spawn pickles callbacks; a handler is process-local
+        return {**self.__dict__, "_previous": None}
+
+    def _handle(self, signum, frame) -> None:
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def _check(self, *args, **kwargs) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.pressed = False
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if previous is signal.default_int_handler:  # leave a user's own handler alone
+                self._previous = previous
+                signal.signal(signal.SIGINT, self._handle)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self._previous is not None and threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGINT) == self._handle:
+                signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    on_train_batch_end = on_validation_batch_end = on_test_batch_end = _check
+    on_train_epoch_end = on_validation_epoch_end = _check
 
 
 class EpochLine(Callback):

@@ -13,7 +13,13 @@ from typing import Annotated, Any, Literal
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from medpipe.data.augment_ops import LIBRARY_KINDS, ON_DEVICE, on_device, op_library, op_name
+from medpipe.data.augment_ops import (
+    LIBRARY_KINDS,
+    ON_DEVICE,
+    device_misfit,
+    on_device,
+    op_library,
+)
 from medpipe.errors import ConfigError
 from medpipe.evaluation.keys import CLASSIFICATION_METRICS, REGRESSION_METRICS, metric_direction
 
@@ -631,17 +637,11 @@ def _validate_train(c: dict[str, Any]) -> list[str]:
                 )
     ops = [op for op in aug.get("train") or [] if isinstance(op, dict)]
     if ops and data.get("loader") == "memory" and not on_device(ops):
-        others = sorted(
-            {
-                op_name(op) if op_library(op) == "albumentations" else str(op.get("_target_"))
-                for op in ops
-                if not on_device([op])
-            }
-        )
+        others = list(dict.fromkeys(m for m in map(device_misfit, ops) if m is not None))
         problems.append(
             f"data.loader: 'memory' runs augmentation on the device, which has no "
             f"{', '.join(others)}; use data.loader=workers (or auto), or only albumentations "
-            f"{', '.join(sorted(ON_DEVICE))}"
+            f"{', '.join(sorted(ON_DEVICE))} with the arguments README's Augmentation lists"
         )
     metric_names = list(dict.fromkeys(CLASSIFICATION_METRICS + REGRESSION_METRICS))
     allowed = [f"{s}/{m}" for s in ("val", "train") for m in metric_names]

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 import medpipe
-from medpipe.callbacks import HistoryWriter, progress_callbacks
+from medpipe.callbacks import CtrlC, HistoryWriter, progress_callbacks
 from medpipe.data.augment_ops import on_device
 from medpipe.data.batch_augment import BatchAugment
 from medpipe.data.datamodule import MedDataModule
@@ -135,7 +135,7 @@ def build_callbacks(
     ]
     progress, bar = progress_callbacks((cfg.get("callbacks") or {}).get("progress_bar", "auto"))
     history = HistoryWriter(out_dir)
-    return callbacks + progress + [history], bar, history
+    return [CtrlC(), *callbacks, *progress, history], bar, history
 
 
 def _run_tags(cfg: dict[str, Any], meta: DatasetMeta, extra: dict[str, str]) -> dict[str, str]:

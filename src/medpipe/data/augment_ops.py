@@ -38,6 +38,42 @@ def op_library(op: dict[str, Any]) -> str | None:
     return next((lib for prefix, lib in LIBRARIES.items() if target.startswith(prefix)), None)
 
 
+# Arguments whose other values the on-device versions do not reproduce, with the values they do.
+_DEVICE_VALUES: dict[str, dict[str, tuple]] = {
+    "Affine": {
+        "interpolation": (1,),  # cv2.INTER_LINEAR
+        "border_mode": (0,),  # cv2.BORDER_CONSTANT
+        "fit_output": (False,),
+        "balanced_scale": (False,),
+    },
+    "RandomBrightnessContrast": {"brightness_by_max": (True,), "ensure_safe_range": (False,)},
+    "GaussNoise": {"mean_range": ([0, 0],), "noise_scale_factor": (1,)},
+}
+_SCALAR_FILL = ("Affine", "CoarseDropout")  # fill: one number for every channel
+
+
+def device_misfit(op: dict[str, Any]) -> str | None:
+    """Why this entry has no batched on-device version ('Name' or 'Name.arg=value'), else None."""
+    name = op_name(op)
+    if op_library(op) != "albumentations" or name not in ON_DEVICE:
+        return name if op_library(op) == "albumentations" else str(op.get("_target_"))
+    for arg, allowed in _DEVICE_VALUES.get(name, {}).items():
+        if arg in op and _plain(op[arg]) not in [_plain(v) for v in allowed]:
+            return f"{name}.{arg}={op[arg]!r}"
+    fill = op.get("fill", 0)
+    if name in _SCALAR_FILL and (isinstance(fill, bool) or not isinstance(fill, int | float)):
+        return f"{name}.fill={fill!r}"
+    return None
+
+
+def _plain(v: Any) -> Any:
+    """Lists, tuples and numbers compared by value (YAML gives lists, defaults are tuples)."""
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+
 def on_device(ops: Sequence[dict[str, Any]]) -> bool:
-    """True when every transform has a batched on-device version (albumentations ones only)."""
-    return all(op_library(op) == "albumentations" and op_name(op) in ON_DEVICE for op in ops)
+    """True when every transform has a batched on-device version (albumentations ones, with
+    arguments that version reproduces)."""
+    return all(device_misfit(op) is None for op in ops)

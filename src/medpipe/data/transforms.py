@@ -67,14 +67,25 @@ def build_transforms(
 def build_albumentations(
     ops: Sequence[dict[str, Any]], seed: int
 ) -> Callable[[np.ndarray], np.ndarray] | None:
-    """Compose the `augmentation.train` list into a function on one (C, H, W) uint8 image.
-
-    Each entry is instantiated by Hydra; a wrong class or argument becomes a ConfigError that names
-    the entry.
-    """
+    """Compose the `augmentation.train` list into a function on one (C, H, W) uint8 image."""
     if not ops:
         return None
     import albumentations as A
+
+    compose = A.Compose(instantiate_albumentations(ops), seed=seed)
+
+    def apply(image_chw: np.ndarray) -> np.ndarray:
+        out = compose(image=np.ascontiguousarray(image_chw.transpose(1, 2, 0)))["image"]
+        if out.ndim == 2:
+            out = out[:, :, None]
+        return out.transpose(2, 0, 1)
+
+    return apply
+
+
+def instantiate_albumentations(ops: Sequence[dict[str, Any]]) -> list:
+    """The albumentations transforms of the `augmentation.train` entries, instantiated by Hydra and
+    validated by albumentations; a wrong class or argument becomes a ConfigError naming the entry."""
     from hydra.utils import instantiate
 
     transforms = []
@@ -90,15 +101,7 @@ def build_albumentations(
         for w in caught:
             if "not valid for transform" in str(w.message):
                 raise ConfigError(f"{where}: {w.message}")
-    compose = A.Compose(transforms, seed=seed)
-
-    def apply(image_chw: np.ndarray) -> np.ndarray:
-        out = compose(image=np.ascontiguousarray(image_chw.transpose(1, 2, 0)))["image"]
-        if out.ndim == 2:
-            out = out[:, :, None]
-        return out.transpose(2, 0, 1)
-
-    return apply
+    return transforms
 
 
 def _first_line(err: BaseException) -> str:
