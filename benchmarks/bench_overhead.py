@@ -35,6 +35,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,12 @@ SEQUENCE_NOTE = (
 
 
 def _overrides(
-    model: str, plan: dict[str, Any], device: str, precision: str, batch: int | None
+    model: str,
+    plan: dict[str, Any],
+    device: str,
+    precision: str,
+    batch: int | None,
+    extra: Sequence[str] = (),
 ) -> list[str]:
     o = [
         *EXPERIMENTS.get(model, [f"model={model}"]),
@@ -148,7 +154,7 @@ def _overrides(
             o.append(f"trainer.{key}={plan[key]}")
     if batch:
         o.append(f"data.batch_size={batch}")
-    return o
+    return o + list(extra)
 
 
 def _checksum(net) -> float:
@@ -203,8 +209,13 @@ def run_plain(cfg, device: str, plan: dict[str, Any]) -> dict[str, Any]:
             return F.huber_loss(out[:, 0].float(), z) if huber else F.mse_loss(out[:, 0].float(), z)
         return F.cross_entropy(out, yb.long(), label_smoothing=label_smoothing)
 
+    # the speed options (channels_last, compile) as a hand-written loop would apply them
+    fmt = task.memory_format
+    fast = torch.compile(net, mode=task.compile_mode) if task.compile_mode else net
+
     def forward(xb, lb):
-        return net(norm(xb)) if lb is None else net(norm(xb), lengths=lb)
+        xb = norm(xb) if fmt is None else norm(xb).contiguous(memory_format=fmt)
+        return fast(xb) if lb is None else fast(xb, lengths=lb)
 
     meta = dm.meta
     shape = (1, -1) + (1,) * (len(meta.sample_shape) - 1)
@@ -322,12 +333,13 @@ def measure(
     precision: str,
     root: Path,
     batch: int | None,
+    extra: Sequence[str] = (),
 ) -> dict[str, Any]:
     import torch
 
     rows = []
     for r in range(rounds):
-        cfg = compose(root, _overrides(model, plan, device, precision, batch))
+        cfg = compose(root, _overrides(model, plan, device, precision, batch, extra))
         cfg.paths.output_dir = str(root / f"out-{model}-{batch or 'cfg'}-{r}")
         order = ["plain", "medpipe"] if r % 2 == 0 else ["medpipe", "plain"]
         res: dict[str, dict[str, Any]] = {}
@@ -395,6 +407,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-sizes", default="", help="comma list; default: the config's (128)")
     ap.add_argument("--name", default=None, help="result name (default overhead_<device>)")
     ap.add_argument(
+        "--overrides",
+        default="",
+        help="extra config overrides for both loops, space-separated, e.g. "
+        "'channels_last=true compile=true' (the plain loop applies the same options)",
+    )
+    ap.add_argument(
         "--limit-train-batches",
         type=int,
         default=None,
@@ -418,6 +436,7 @@ def main(argv: list[str] | None = None) -> None:
         (__doc__ or "").split("\n\n    python")[0],
     )
     batches = [int(b) for b in args.batch_sizes.split(",") if b] or [None]
+    extra = args.overrides.split()
     root = Path(tempfile.mkdtemp(prefix="medpipe-bench-overhead-"))
     results = []
     try:
@@ -429,7 +448,9 @@ def main(argv: list[str] | None = None) -> None:
                     f"{model} (batch {batch or 'from config'}): {rounds} interleaved rounds",
                     flush=True,
                 )
-                results.append(measure(model, plan, rounds, args.device, precision, root, batch))
+                results.append(
+                    measure(model, plan, rounds, args.device, precision, root, batch, extra)
+                )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     assert torch.get_num_threads() == threads
@@ -593,6 +614,7 @@ def main(argv: list[str] | None = None) -> None:
             "precision": precision,
             "threads": threads,
             "plans": {r["model"]: r["plan"] for r in results},
+            "overrides": extra,
             "data": "synthetic_lesions (default)",
         },
         results={"models": results, "same_initial_weights": same_init},

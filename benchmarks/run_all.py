@@ -45,7 +45,11 @@ SETS = {
         ("bench_time_to_accuracy", [], ["time_to_accuracy_cpu"]),
     ],
     "gpu": [
-        ("bench_overhead", ["--device", "cuda", "--batch-sizes", "128,512"], ["overhead_gpu"]),
+        (
+            "bench_overhead",
+            ["--device", "cuda", "--batch-sizes", "128,512", "--overrides", "channels_last=true"],
+            ["overhead_gpu"],
+        ),
         ("bench_datapath", ["--device", "cuda"], ["datapath_gpu"]),
         ("bench_time_to_accuracy", ["--device", "cuda"], ["time_to_accuracy_gpu"]),
     ],

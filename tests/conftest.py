@@ -98,9 +98,8 @@ def write_medmnist_npz(
         else:
             y = rng.integers(0, n_classes, n).astype(np.uint8)
             level = y
-        x = np.clip(rng.normal(60 + 40 * level[:, None, None], 20, (n, *shape)), 0, 255).astype(
-            np.uint8
-        )
+        mean = 60 + 40 * level.reshape(-1, *([1] * len(shape)))
+        x = np.clip(rng.normal(mean, 20, (n, *shape)), 0, 255).astype(np.uint8)
         arrays[f"{split}_images"] = x
         arrays[f"{split}_labels"] = y[:, None] if labels == "n1" else y
     np.savez(path, **arrays)

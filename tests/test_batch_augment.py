@@ -112,27 +112,24 @@ def test_arguments_without_an_on_device_version_are_refused_and_auto_uses_worker
 
 
 @pytest.mark.parametrize(
-    "op",
+    "sizes",
     [
         {
-            "_target_": "albumentations.CoarseDropout",
             "num_holes_range": [2, 2],
             "hole_height_range": [3, 5],
             "hole_width_range": [2, 6],
             "fill": 17,
-            "p": 1.0,
         },
         {
-            "_target_": "albumentations.CoarseDropout",
             "num_holes_range": [1, 1],
             "hole_height_range": [0.1, 0.3],
             "hole_width_range": [0.2, 0.2],
-            "p": 1.0,
         },
     ],
 )
-def test_cut_out_area_and_fill_match_albumentations(op):
+def test_cut_out_area_and_fill_match_albumentations(sizes):
     """Holes of whole pixels, sized as albumentations sizes them (pixels or fractions)."""
+    op = {"_target_": "albumentations.CoarseDropout", "p": 1.0, **sizes}
     x = torch.full((800, 1, 28, 28), 200, dtype=torch.uint8)
     fill = float(op.get("fill", 0))
     ours = (BatchAugment([op], seed=0)(x) == fill).flatten(1).sum(1).float()

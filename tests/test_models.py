@@ -110,3 +110,72 @@ def test_multiclass_and_multilabel_data_train_and_report(
     assert report["task"] == task and len(report["classes"]) == n_classes
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert {"test/auroc", "test/f1_macro", "test/balanced_acc", "test/f1_0"} <= set(metrics)
+
+
+# -- speed options -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "overrides, layout",
+    [
+        ([*SMALL_SYNTHETIC, "model=resnet18", "model.net.depth=10"], torch.channels_last),
+        (
+            ["data=medmnist", "data.flag=adrenalmnist3d", "data.path={npz3d}", "model=resnet3d"],
+            torch.channels_last_3d,
+        ),
+    ],
+)
+def test_channels_last_changes_the_layout_not_the_result(make_cfg, tmp_path, overrides, layout):
+    from medpipe.data.processed import read_meta
+    from medpipe.pipeline import build_task, prepare_dataset
+
+    npz3d = write_medmnist_npz(tmp_path / "adrenal.npz", shape=(28, 28, 28), n_classes=2)
+    overrides = [o.format(npz3d=npz3d) for o in overrides]
+    plain = make_cfg(*overrides)
+    folder = prepare_dataset(plain.data, plain.paths.processed_dir, plain.paths.raw_dir)
+    meta = read_meta(folder)
+    a = build_task(dict(plain), meta).eval()
+    b = build_task(dict(make_cfg(*overrides, "channels_last=true")), meta).eval()
+    b.load_state_dict(a.state_dict())
+    convs = [m.weight for m in b.net.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    assert convs and all(w.is_contiguous(memory_format=layout) for w in convs)
+    x = torch.randint(0, 256, (3, *meta.sample_shape), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(b(x), a(x), atol=1e-4, rtol=1e-4)
+
+
+def test_channels_last_on_signals_is_refused(make_cfg):
+    from medpipe.config import validate
+    from medpipe.errors import ConfigError
+
+    cfg = make_cfg("experiment=ecg_hr_rnn", "channels_last=true")
+    with pytest.raises(ConfigError, match=r"channels_last: a memory format for 2D images"):
+        validate(cfg, "train")
+    with pytest.raises(ConfigError, match=r"compile: "):
+        validate(make_cfg("compile=fastest"), "train")
+
+
+@pytest.mark.slow
+def test_compiled_training_checkpoints_the_plain_net(tmp_path):
+    """compile=true trains through torch.compile (inductor's C++ backend on a CPU); the checkpoint
+    has the plain net's parameter names, so evaluate (which does not compile) reproduces it."""
+    import json
+
+    from conftest import evaluate_cli, run_cli
+
+    out = run_cli(
+        "train",
+        *SMALL_SYNTHETIC,
+        "trainer.max_epochs=2",
+        "compile=true",
+        "channels_last=true",
+        "logger=none",
+        "log_model=false",
+        f"paths.root_dir={tmp_path}",
+        f"paths.output_dir={tmp_path / 'out'}",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    ckpt = tmp_path / "out" / "checkpoints" / "best.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    assert not any("_orig_mod" in k for k in state) and any(k.startswith("net.") for k in state)
+    trained = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    evaluated = evaluate_cli(ckpt, tmp_path)
+    assert evaluated["test/auroc"] == pytest.approx(trained["test/auroc"], abs=1e-3)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medpipe.data.augment_ops import (
     LIBRARY_KINDS,
@@ -486,6 +486,9 @@ def _cv_problems(c: dict[str, Any]) -> list[str]:
     return problems
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 class TrainCfg(_Open):
     seed: int
     experiment_name: Annotated[str, Field(min_length=1)]
@@ -494,6 +497,17 @@ class TrainCfg(_Open):
     test_after_fit: bool = True
     log_model: bool = True
     cv: CVCfg = CVCfg()
+    channels_last: bool = False
+    compile: bool | str = False
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_mode(cls, v: Any) -> Any:
+        if isinstance(v, bool) or v in COMPILE_MODES:
+            return v
+        raise ValueError(
+            f"{v!r} is not a torch.compile mode; use false, true or one of {', '.join(COMPILE_MODES)}"
+        )
 
 
 class EvaluateCfg(_Open):
@@ -561,6 +575,11 @@ def _validate_train(c: dict[str, Any]) -> list[str]:
     problems += _errors("data", DATA_MODELS.get(source, DataCommon), data)
     if source in DATA_MODELS:
         problems += _data_path_problems(data)
+    if c.get("channels_last") is True and data.get("kind") not in ("image", "volume", None):
+        problems.append(
+            f"channels_last: a memory format for 2D images and 3D volumes; {data.get('name')} "
+            f"holds {data.get('kind')} samples (set channels_last=false)"
+        )
 
     model = _section(c, "model")
     problems += _errors("model", ModelCfg, model)

@@ -107,6 +107,8 @@ def build_task(cfg: dict[str, Any], meta: DatasetMeta) -> MedTask:
         optimizer=instantiate(cfg["optimizer"], _convert_="all"),
         scheduler=cfg["scheduler"],
         max_epochs=int(cfg["trainer"]["max_epochs"]),
+        channels_last=bool(cfg.get("channels_last", False)),
+        compile=cfg.get("compile", False),
     )
     if meta.task == "regression":
         task: MedTask = RegressionTask(
@@ -403,7 +405,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     no_aug = {**run_cfg, "augmentation": {"train": []}}
     dm = build_datamodule(no_aug, int(run_cfg["seed"]), folder, folds)
     meta = DatasetMeta.from_dict(ckpt["medpipe"]["meta"])
-    task = build_task(run_cfg, meta)
+    task = build_task({**run_cfg, "compile": False}, meta)  # one pass: compiling would not pay
     task.load_state_dict(ckpt["state_dict"])
     trainer = L.Trainer(
         accelerator=c["trainer"]["accelerator"],

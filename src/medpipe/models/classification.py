@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -39,15 +38,13 @@ class ClassificationTask(MedTask):
         self,
         net: nn.Module,
         meta: DatasetMeta,
-        normalize: str,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        scheduler: dict[str, Any],
-        max_epochs: int,
         loss: str = "cross_entropy",
         class_weights: Any = None,
         label_smoothing: float = 0.0,
+        **common: Any,
     ):
-        super().__init__(net, meta, normalize, optimizer, scheduler, max_epochs)
+        """`common`: MedTask's options (normalize, optimizer, scheduler, max_epochs, ...)."""
+        super().__init__(net, meta, **common)
         self.loss_name = loss
         self.label_smoothing = float(label_smoothing)
         weights = class_weights_from(class_weights, meta)

@@ -7,7 +7,6 @@ are in the target's own units.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -29,14 +28,12 @@ class RegressionTask(MedTask):
         self,
         net: nn.Module,
         meta: DatasetMeta,
-        normalize: str,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        scheduler: dict[str, Any],
-        max_epochs: int,
         loss: str = "mse",
         huber_delta: float = 1.0,
+        **common: Any,
     ):
-        super().__init__(net, meta, normalize, optimizer, scheduler, max_epochs)
+        """`common`: MedTask's options (normalize, optimizer, scheduler, max_epochs, ...)."""
+        super().__init__(net, meta, **common)
         if loss not in LOSSES:
             raise ValueError(f"unknown regression loss '{loss}'; use one of {', '.join(LOSSES)}")
         self.loss_name = loss

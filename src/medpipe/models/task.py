@@ -45,9 +45,20 @@ class MedTask(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: dict[str, Any],
         max_epochs: int,
+        channels_last: bool = False,
+        compile: bool | str = False,
     ):
         super().__init__()
         self.net = net
+        # channels_last: the net's weights and every input batch in NHWC (NDHWC for volumes)
+        rank = len(meta.sample_shape) + 1
+        self.memory_format = (
+            {4: torch.channels_last, 5: torch.channels_last_3d}.get(rank) if channels_last else None
+        )
+        if self.memory_format is not None:
+            self.net.to(memory_format=self.memory_format)
+        self.compile_mode = ("default" if compile is True else compile) or None
+        self._fast_net: nn.Module | None = None  # torch.compile'd self.net, built on first use
         self.meta = meta
         self.task = meta.task
         self.optimizer_factory = optimizer
@@ -79,7 +90,17 @@ class MedTask(L.LightningModule):
     # -- model -----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         x = self.preprocess(x)
-        return self.net(x) if lengths is None else self.net(x, lengths=lengths)
+        if self.memory_format is not None:
+            x = x.contiguous(memory_format=self.memory_format)
+        net = self._compiled() if self.compile_mode else self.net
+        return net(x) if lengths is None else net(x, lengths=lengths)
+
+    def _compiled(self) -> nn.Module:
+        """torch.compile of the net, kept off the module tree: the checkpoint, the exported model
+        and DDP see the plain net and its parameter names; the compiled one shares its weights."""
+        if self._fast_net is None:
+            object.__setattr__(self, "_fast_net", torch.compile(self.net, mode=self.compile_mode))
+        return self._fast_net
 
     # -- steps -----------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
