@@ -138,8 +138,15 @@ def test_ctrl_c_during_training_leaves_no_running_run(tmp_path):
         "trainer.max_epochs=50",
         "callbacks.progress_bar=plain",
     ]
+    # A shell starting a job in the background (`cmd &`, nohup) hands it SIGINT ignored, and
+    # Python then keeps ignoring it; the user's terminal Ctrl-C reaches a foreground process.
     proc = subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         for line in proc.stdout:
