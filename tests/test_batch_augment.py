@@ -97,6 +97,23 @@ def test_one_sided_ranges_turn_and_shift_the_way_albumentations_does():
     assert len({tuple(v) for v in ours.flatten(1)[:, ::37].tolist()}) > 32  # drawn per image
 
 
+def test_a_new_image_size_gets_parameters_drawn_for_it():
+    """Hole sizes and shifts are drawn in pixels of the image size: a batch of another size must
+    not reuse the rows drawn for the first one."""
+    op = {
+        "_target_": "albumentations.CoarseDropout",
+        "num_holes_range": [1, 1],
+        "hole_height_range": [0.5, 0.5],
+        "hole_width_range": [0.5, 0.5],
+        "p": 1.0,
+    }
+    aug = BatchAugment([op], seed=0)
+    big = aug(torch.full((4, 1, 28, 28), 200, dtype=torch.uint8))
+    small = aug(torch.full((4, 1, 8, 8), 200, dtype=torch.uint8))
+    assert ((big == 0).flatten(1).sum(1) == 14 * 14).all()
+    assert ((small == 0).flatten(1).sum(1) == 4 * 4).all()
+
+
 def test_arguments_without_an_on_device_version_are_refused_and_auto_uses_workers():
     from medpipe.data.augment_ops import device_misfit, on_device
     from medpipe.pipeline import resolve_loader

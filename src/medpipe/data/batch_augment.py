@@ -120,7 +120,6 @@ class BatchAugment(nn.Module):
                 f"{', '.join(misfits)}: no on-device version; use data.loader=workers "
                 f"(on-device: {', '.join(sorted(SUPPORTED))})"
             )
-        self.ops = [dict(op) for op in ops]
         self.names = [_name(op) for op in ops]
         # albumentations' own validation and argument normalisation (scalars, ranges, dicts)
         self.transforms = instantiate_albumentations(ops)
@@ -139,7 +138,8 @@ class BatchAugment(nn.Module):
         """A new seed restarts the stream (the data module gives each DDP rank its own)."""
         self._seed = int(value)
         self._generator: torch.Generator | None = None
-        self._drawn: list[torch.Tensor] = []
+        self._drawn: list[torch.Tensor] = []  # per stage, parameters of the drawn block's samples
+        self._drawn_for: _Plan | None = None  # the image size and device they were drawn for
         self._next = 0
 
     def _stages(self) -> list[tuple[str, list[int], float | None]]:
@@ -174,7 +174,7 @@ class BatchAugment(nn.Module):
             self._generator = torch.Generator(device=device).manual_seed(self._seed)
         u = torch.rand(n, plan.width, device=device, generator=self._generator)
         u = torch.addcmul(plan.lo, u, plan.span)
-        coins = u[:, : len(self.ops)] < plan.p
+        coins = u[:, : len(self.transforms)] < plan.p
         drawn = []
         for kind, idx, _fill in self.stages:
             if kind == "warp":
@@ -196,9 +196,9 @@ class BatchAugment(nn.Module):
         """x: (B, C, H, W) on the stored scale (uint8 or float); returns float32 on that scale."""
         b = x.shape[0]
         plan = self._plan(*x.shape[-2:], x.device)
-        drawn = self._drawn
-        if not drawn or self._next + b > len(drawn[0]) or drawn[0].device != x.device:
-            self._drawn, self._next = self._draw(max(self.block, b), plan, x.device), 0
+        if plan is not self._drawn_for or self._next + b > len(self._drawn[0]):
+            self._drawn, self._drawn_for = self._draw(max(self.block, b), plan, x.device), plan
+            self._next = 0
         params = [d[self._next : self._next + b] for d in self._drawn]
         self._next += b
         x = x.float()
