@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.common import DEFAULT_THREADS, REPO, Bench, Goal, md_table, spread
-from medpipe.dvc_scratch import PROJECT_FILES, clean_env, copy_files, listed_files, set_value
+from benchmarks.dvc_scratch import PROJECT_FILES, clean_env, copy_files, listed_files, set_value
 
 DVC = Path(sys.executable).parent / "dvc"
 

@@ -54,16 +54,16 @@ def _timed(fn, name: str, store_one_time: bool = False):
 
 
 def instrument() -> None:
-    from medpipe import pipeline
+    from medpipe import training
     from medpipe.tracking.mlflow_run import EpochStepMLFlowLogger, MlflowRun
 
     for meth in ("log_metrics", "log_hyperparams", "after_save_checkpoint", "save", "finalize"):
         setattr(EpochStepMLFlowLogger, meth, _timed(getattr(EpochStepMLFlowLogger, meth), meth))
-    pipeline.create_run = _timed(pipeline.create_run, "create run (tags, params)", True)
-    pipeline._log_run_outputs = _timed(
-        pipeline._log_run_outputs, "log outputs (artifacts, model)", True
+    training.create_run = _timed(training.create_run, "create run (tags, params)", True)
+    training.log_run_outputs = _timed(
+        training.log_run_outputs, "log outputs (artifacts, model)", True
     )
-    MlflowRun.end = staticmethod(_timed(MlflowRun.end, "end run (flush, status)", True))
+    MlflowRun.end = _timed(MlflowRun.end, "end run (flush, status)", True)
 
 
 def one_run(root: Path, logger: str, epochs: int, tag: str) -> dict[str, Any]:

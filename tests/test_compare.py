@@ -2,7 +2,9 @@
 with the parameters that differ between them; bad input is one line naming the key, exit 2.
 
 The runs are written with MlflowClient into a real sqlite store laid out as training lays it out
-(params are flattened config keys, sweep jobs carry `mlflow.parentRunId`)."""
+(params are flattened config keys, sweep jobs carry `mlflow.parentRunId`, runs carry their task
+kind's main metrics in the tag `medpipe.main_metrics`). The defaults (metric columns, sort key and
+direction) come from those tags and the `monitor`/`monitor_mode` params."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from medpipe.evaluation.compare_runs import compare_runs, render
 from conftest import run_cli
 
 T0 = 1_790_000_000_000  # ms; runs are created one minute apart in the order below
+CLASSIFICATION = "val/auroc,val/acc,val/f1,test/auroc,test/acc,test/f1"
+REGRESSION = "val/mae,val/rmse,val/r2,test/mae,test/rmse,test/r2"
 
 # name, model, lr, status, metrics, parent ("sweep" for the sweep's children)
 RUNS = [
@@ -65,10 +69,14 @@ RUNS = [
 ]
 
 
-def _params(name: str, model: str, lr: str) -> dict[str, str]:
+def _params(
+    name: str, model: str, lr: str, monitor: str = "val/auroc", mode: str = "max"
+) -> dict[str, str]:
     out = f"/runs/{name}"
     return {
         "seed": "42",
+        "monitor": monitor,
+        "monitor_mode": mode,
         "model.name": model,
         "model.net._target_": f"medpipe.models.nets.{model.upper()}",
         "optimizer.lr": lr,
@@ -100,7 +108,11 @@ def store(tmp_path_factory) -> tuple[Path, str, dict[str, str]]:
     )
     ids["sweep"] = parent.info.run_id
     for i, (name, model, lr, status, metrics, in_sweep) in enumerate(RUNS):
-        tags = {"hydra.overrides": f"model={model} optimizer.lr={lr} trainer.max_epochs=1"}
+        tags = {
+            "hydra.overrides": f"model={model} optimizer.lr={lr} trainer.max_epochs=1",
+            "medpipe.main_metrics": CLASSIFICATION,
+            "medpipe.task_kind": "classification",
+        }
         if in_sweep:
             tags["mlflow.parentRunId"] = ids["sweep"]
         run = client.create_run(exp, run_name=name, start_time=T0 + i * 60_000, tags=tags)
@@ -118,6 +130,16 @@ def store(tmp_path_factory) -> tuple[Path, str, dict[str, str]]:
 
 def _names(comparison) -> list[str]:
     return [r.info.run_name for r in comparison.runs]
+
+
+def test_classification_runs_default_to_their_main_metrics_sorted_by_their_monitor(store):
+    _, uri, _ = store
+    c = compare_runs(uri, "cmp", top=None)
+    # sort=auto: the runs' monitor param (val/auroc), descending as their monitor_mode (max) says
+    assert c.sort == "val/auroc" and c.order == "desc"
+    assert _names(c) == ["cnn-b", "sweep-cnn", "cnn-a", "sweep-linear", "linear-a", "linear-b"]
+    # metrics=None: the classification main metrics, in their order, those some run has
+    assert c.metrics == ["val/auroc", "val/f1", "test/auroc"]
 
 
 def test_lists_every_training_run_sorted_by_the_metric_descending(store):
@@ -263,3 +285,193 @@ def test_cli_errors_exit_2_with_one_line(store):
         "medpipe: error: tracking: no MLflow store"
     )
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+# -- defaults from the runs' own tags and params ---------------------------------------------------
+def _run(client, exp: str, name: str, minute: int, tags: dict, params: dict, metrics: dict) -> str:
+    from mlflow.entities import Metric, Param
+
+    run = client.create_run(exp, run_name=name, start_time=T0 + minute * 60_000, tags=tags)
+    client.log_batch(
+        run.info.run_id,
+        metrics=[Metric(k, v, T0, 0) for k, v in metrics.items()],
+        params=[Param(k, v) for k, v in params.items()],
+    )
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def _regression_metrics(mae: float) -> dict[str, float]:
+    return {
+        "val/mae": mae,
+        "val/rmse": 1.5 * mae,
+        "val/r2": 1 - mae,
+        "val/loss": mae * mae,
+        "test/mae": mae + 0.05,
+        "test/rmse": 1.5 * mae + 0.05,
+        "test/r2": 0.95 - mae,
+        "best/val/mae": mae,
+    }
+
+
+@pytest.fixture(scope="module")
+def kinds(tmp_path_factory) -> tuple[Path, str]:
+    """A store with experiments 'reg' (regression runs, monitor val/mae, min), 'old' (runs from
+    before the main-metrics tag), 'mixed' (a classification and a newer regression run) and 'cv'
+    (a tagged and an untagged cross-validation parent, with their folds) and 'unscored' (a run
+    without metrics)."""
+    from mlflow import MlflowClient
+
+    root = tmp_path_factory.mktemp("kinds")
+    db = root / "logs" / "mlflow" / "mlflow.db"
+    db.parent.mkdir(parents=True)
+    uri = f"sqlite:///{db}"
+    client = MlflowClient(uri)
+
+    def experiment(name: str) -> str:
+        return client.create_experiment(name, artifact_location=(root / "artifacts").as_uri())
+
+    reg_tags = {"medpipe.main_metrics": REGRESSION, "medpipe.task_kind": "regression"}
+    cls_tags = {"medpipe.main_metrics": CLASSIFICATION, "medpipe.task_kind": "classification"}
+    exp = experiment("reg")
+    for i, (name, lr, mae) in enumerate((("r-a", "0.001", 0.5), ("r-b", "3e-4", 0.3))):
+        params = _params(name, "cnn", lr, monitor="val/mae", mode="min")
+        _run(client, exp, name, i, reg_tags, params, _regression_metrics(mae))
+    params = _params("r-c", "cnn", "0.01", monitor="val/mae", mode="min")
+    _run(client, exp, "r-c", 2, reg_tags, params, _regression_metrics(0.8))
+
+    exp = experiment("old")
+    for i, (name, auroc) in enumerate((("o-a", 0.7), ("o-b", 0.9), ("o-c", 0.8))):
+        metrics = {
+            "val/auroc": auroc,
+            "val/loss": 1 - auroc,
+            "test/auroc": auroc - 0.05,
+            "test/loss": 1.1 - auroc,
+            "train/loss": 0.5,
+            "best/val/auroc": auroc,
+        }
+        _run(client, exp, name, i, {}, _params(name, "cnn", f"{i + 1}e-3"), metrics)
+
+    exp = experiment("mixed")
+    metrics = {"val/auroc": 0.8, "val/acc": 0.7, "test/auroc": 0.75}
+    _run(client, exp, "classifier", 0, cls_tags, _params("classifier", "cnn", "0.001"), metrics)
+    params = _params("regressor", "cnn", "0.001", monitor="val/mae", mode="min")
+    _run(client, exp, "regressor", 1, reg_tags, params, _regression_metrics(0.4))
+
+    exp = experiment("unscored")  # a run that failed before logging any metric
+    _run(client, exp, "crashed", 0, cls_tags, _params("crashed", "cnn", "0.001"), {})
+
+    exp = experiment("cv")
+    for i, (name, auroc, tags) in enumerate((("cv-new", 0.8, cls_tags), ("cv-old", 0.9, {}))):
+        metrics = {"best/val/auroc": auroc, "best/val/auroc_std": 0.01}
+        for key, value in (("val/auroc", auroc), ("test/auroc", auroc - 0.1), ("test/acc", 0.7)):
+            metrics.update({key: value, f"{key}_std": 0.02})
+        parent = _run(
+            client,
+            exp,
+            name,
+            2 * i,
+            {**tags, "medpipe.cv": "true", "cv.folds": "2"},
+            _params(name, "cnn", "0.001"),
+            metrics,
+        )
+        for fold in range(2):
+            fold_tags = {**tags, "mlflow.parentRunId": parent, "cv.fold": str(fold)}
+            fold_metrics = {"val/auroc": auroc, "test/auroc": auroc - 0.1, "test/acc": 0.7}
+            params = _params(f"{name}-fold{fold}", "cnn", "0.001")
+            _run(client, exp, f"{name}-fold{fold}", 2 * i + 1, fold_tags, params, fold_metrics)
+    return root, uri
+
+
+def test_regression_runs_default_to_their_main_metrics_sorted_ascending_by_their_monitor(kinds):
+    _, uri = kinds
+    c = compare_runs(uri, "reg")
+    assert c.metrics == ["val/mae", "val/rmse", "val/r2", "test/mae", "test/rmse", "test/r2"]
+    # monitor val/mae with monitor_mode min: lowest error first
+    assert c.sort == "val/mae" and c.order == "asc"
+    assert _names(c) == ["r-b", "r-a", "r-c"]
+    assert c.caption().endswith("sorted by val/mae asc")
+    # a named sort key keeps the old rule: descending unless it ends in /loss
+    named = compare_runs(uri, "reg", sort="val/mae")
+    assert named.order == "desc" and _names(named) == ["r-c", "r-a", "r-b"]
+    assert compare_runs(uri, "reg", sort="val/loss").order == "asc"
+    # order=desc overrides the monitor's mode; metrics=[...] names the columns (plus the sort key)
+    assert _names(compare_runs(uri, "reg", order="desc"))[0] == "r-c"
+    named = compare_runs(uri, "reg", metrics=["test/r2", "val/nope"])
+    assert named.metrics == ["test/r2", "val/mae"]
+
+
+def test_old_runs_without_the_tag_show_the_val_and_test_metrics_they_have(kinds):
+    _, uri = kinds
+    c = compare_runs(uri, "old")
+    assert c.metrics == ["val/auroc", "val/loss", "test/auroc", "test/loss"]
+    assert c.sort == "val/auroc" and c.order == "desc"  # their monitor params
+    assert _names(c) == ["o-b", "o-c", "o-a"]
+
+
+def test_runs_with_different_monitors_sort_by_their_first_main_metric(kinds):
+    _, uri = kinds
+    c = compare_runs(uri, "mixed")
+    # union of both tags in order of first appearance, the newest run first
+    assert c.metrics == [
+        "val/mae",
+        "val/rmse",
+        "val/r2",
+        "test/mae",
+        "test/rmse",
+        "test/r2",
+        "val/auroc",
+        "val/acc",
+        "test/auroc",
+    ]
+    # val/mae is the regressor's monitor, minimised: ascending; the classifier has no val/mae
+    assert c.sort == "val/mae" and c.order == "asc"
+    assert _names(c) == ["regressor", "classifier"]
+
+
+def test_cv_compares_the_parents_with_each_main_metric_followed_by_its_std(kinds):
+    _, uri = kinds
+    c = compare_runs(uri, "cv", cv=True)
+    assert _names(c) == ["cv-old", "cv-new"] and c.sort == "val/auroc" and c.order == "desc"
+    assert c.metrics == [
+        "val/auroc",
+        "val/auroc_std",
+        "test/auroc",
+        "test/auroc_std",
+        "test/acc",
+        "test/acc_std",
+    ]
+    folds = compare_runs(uri, "cv", top=None)  # without cv: the folds (parents are left out)
+    assert sorted(_names(folds)) == ["cv-new-fold0", "cv-new-fold1", "cv-old-fold0", "cv-old-fold1"]
+
+
+def test_auto_sort_without_any_metric_says_so_and_a_parameter_still_sorts(kinds):
+    _, uri = kinds
+    with pytest.raises(ConfigError) as err:
+        compare_runs(uri, "unscored")
+    assert err.value.lines() == [
+        "sort: auto: the listed runs logged no metric to sort by (monitor val/auroc); name a "
+        "parameter, e.g. sort=optimizer.lr"
+    ]
+    c = compare_runs(uri, "unscored", sort="optimizer.lr")
+    assert _names(c) == ["crashed"] and c.metrics == [] and c.params == ["optimizer.lr"]
+
+
+def test_cli_defaults_for_regression_runs(kinds):
+    root, _ = kinds
+    out = run_cli("compare", "experiment=reg", f"paths.root_dir={root}", "format=csv")
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert list(rows[0])[4:] == [
+        "optimizer.lr",
+        "val/mae",
+        "val/rmse",
+        "val/r2",
+        "test/mae",
+        "test/rmse",
+        "test/r2",
+    ]
+    assert [r["run"] for r in rows] == ["r-b", "r-a", "r-c"]
+    out = run_cli("compare", "experiment=reg", f"paths.root_dir={root}", "top=1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines()[0].endswith("top 1 of 3, sorted by val/mae asc")

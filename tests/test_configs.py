@@ -9,6 +9,7 @@ from medpipe.config import validate
 from medpipe.errors import ConfigError
 from medpipe.paths import conf_dir
 
+from conftest import SMALL_SYNTHETIC as SMALL
 from conftest import compose_config, run_cli
 
 GROUPS = [
@@ -59,12 +60,42 @@ def _options():
             yield f"{group}/{f.stem}"
 
 
+def _set_values(node, prefix=""):
+    """(dotted key, value) of every plain value a YAML file sets (interpolations and the
+    defaults list left out)."""
+    for key, value in node.items():
+        if key == "defaults" or (not prefix and key == "hydra"):
+            continue
+        if isinstance(value, dict):
+            yield from _set_values(value, f"{prefix}{key}.")
+        elif not (isinstance(value, str) and "${" in value):
+            yield f"{prefix}{key}", value
+
+
 @pytest.mark.parametrize("choice", list(_options()))
 def test_every_config_file_composes_and_validates(choice, tmp_path):
+    from omegaconf import OmegaConf
+
     group, option = choice.split("/")
     overrides = [] if group in ("paths", "hydra") else [f"{group}={option}", *EXTRA.get(choice, [])]
     cfg = compose_config(tmp_path, overrides)
     validate(cfg, "train")
+    if group in ("paths", "hydra"):
+        return
+    # every value the file sets is what the composed config holds (unless a test override set it)
+    path = conf_dir() / group / f"{option}.yaml"
+    text = path.read_text()
+    own = yaml.safe_load(text) or {}
+    composed = OmegaConf.to_container(cfg, resolve=False)
+    root = composed if "@package _global_" in text else composed[group]
+    overridden = {o.split("=", 1)[0] for o in EXTRA.get(choice, [])}
+    for key, value in _set_values(own):
+        if f"{'' if root is composed else group + '.'}{key}" in overridden:
+            continue
+        node = root
+        for part in key.split("."):
+            node = node[part]
+        assert node == value, (choice, key)
 
 
 @pytest.mark.parametrize("name", ["evaluate", "prepare"])
@@ -72,6 +103,66 @@ def test_other_primary_configs_compose(name, tmp_path):
     overrides = ["ckpt_path=x.ckpt"] if name == "evaluate" else []
     cfg = compose_config(tmp_path, overrides, config_name=name)
     assert cfg.task_name == name
+    if name == "evaluate":
+        assert cfg.ckpt_path == "x.ckpt" and cfg.trainer.accelerator == "cpu"
+        assert cfg.data.path is None  # null: the checkpoint's own data
+    else:
+        assert cfg.data.name == "synthetic_lesions" and cfg.force is False and cfg.out is None
+
+
+def test_defaults_compose_to_the_documented_run(tmp_path):
+    """The default experiment as the README describes it: synthetic lesions, the seeds' CNN."""
+    cfg = compose_config(tmp_path, [])
+    assert (cfg.data.source, cfg.data.image_size, cfg.data.n_train) == (
+        "synthetic_lesions",
+        28,
+        4000,
+    )
+    assert cfg.model.net._target_ == "medpipe.models.nets.SimpleCNN"
+    assert list(cfg.model.net.channels) == [32, 64, 128] and cfg.model.loss == "cross_entropy"
+    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.trainer.accelerator == "cpu"
+    assert cfg.task_kind == "auto" and cfg.monitor == "auto"
+    assert cfg.callbacks.model_checkpoint.monitor == "auto"  # follows `monitor`
+    assert cfg.augmentation.name == "none" and cfg.seed == 42
+
+
+@pytest.mark.parametrize(
+    "override, line",
+    [
+        ("+foo=1", "foo: unknown key"),
+        ("++model.lossy=bce", "model.lossy: unknown key (did you mean 'loss'?)"),
+        ("+data.n_trian=5", "data.n_trian: unknown key (did you mean 'n_train'?)"),
+        ("+trainer.max_epoch=3", "trainer.max_epoch: unknown key: lightning.pytorch.Trainer"),
+        ("+optimizer.beta=[0.9,0.99]", "optimizer.beta: unknown key: torch.optim.Adam takes no"),
+        ("data.n_trian=5", "data.n_trian: unknown key (did you mean 'n_train'?)"),
+        ("model.net.chanels=[8]", "model.net.chanels: unknown key (did you mean 'channels'?)"),
+        ("+model.net.chanels=[8]", "model.net.chanels: unknown key (did you mean 'channels'?)"),
+        ("+cv.fols=3", "cv.fols: unknown key (did you mean 'folds'?)"),
+        ("+logger.mlflow.tracking_url=x", "logger.mlflow.tracking_url: unknown key (did you mean"),
+        ("+callbacks.model_checkpoint.monitr=x", "callbacks.model_checkpoint.monitr: unknown key"),
+    ],
+)
+def test_every_unknown_key_is_one_line_exit_2_and_no_run(tmp_path, override, line):
+    out = run_cli("train", override, f"paths.root_dir={tmp_path}", *SMALL)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"medpipe: error: {line}"), out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "logs" / "mlflow").exists()
+
+
+def test_a_yaml_of_your_own_is_closed_too(tmp_path):
+    conf = tmp_path / "myconf" / "model"
+    conf.mkdir(parents=True)
+    mine = yaml.safe_load((conf_dir() / "model" / "cnn.yaml").read_text())
+    mine.update(name="mycnn", dropuot=0.1)
+    (conf / "mycnn.yaml").write_text(yaml.safe_dump(mine))
+    out = run_cli(
+        "train", f"hydra.searchpath=[file://{tmp_path / 'myconf'}]", "model=mycnn",
+        f"paths.root_dir={tmp_path}", *SMALL,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "medpipe: error: model.dropuot: unknown key" in out.stderr
 
 
 def test_pneumonia_experiments_use_the_medmnist_recipe(tmp_path):
@@ -100,7 +191,7 @@ def test_validation_reports_every_problem_with_its_key(tmp_path):
             "trainer.max_epochs=0",
             "data.batch_size=0",
             "data.normalize=minmax",
-            "monitor=val/dice",
+            "+data.n_trian=5",
         ],
     )
     with pytest.raises(ConfigError) as err:
@@ -111,7 +202,7 @@ def test_validation_reports_every_problem_with_its_key(tmp_path):
         "trainer.max_epochs",
         "data.batch_size",
         "data.normalize",
-        "monitor",
+        "data.n_trian: unknown key (did you mean 'n_train'?)",
     ]:
         assert any(line.startswith(key) for line in err.value.lines()), (key, text)
     assert "'unit', 'zscore' or 'none'" in text

@@ -97,11 +97,14 @@ def test_prepare_reads_the_real_pneumoniamnist_npz(tmp_path):
 def test_labels_shaped_n_or_n1_give_the_same_processed_labels(tmp_path):
     p1 = write_medmnist_npz(tmp_path / "n1.npz", labels="n1")
     p0 = write_medmnist_npz(tmp_path / "n.npz", labels="n")
+    own = {"name": "mine", "flag": "mine"}  # a file of its own, not the catalogue's 4708 images
     a = read_split(
-        prepare_dataset(medmnist_cfg(path=str(p1)), tmp_path / "a", tmp_path / "raw"), "train"
+        prepare_dataset(medmnist_cfg(path=str(p1), **own), tmp_path / "a", tmp_path / "raw"),
+        "train",
     )
     b = read_split(
-        prepare_dataset(medmnist_cfg(path=str(p0)), tmp_path / "b", tmp_path / "raw"), "train"
+        prepare_dataset(medmnist_cfg(path=str(p0), **own), tmp_path / "b", tmp_path / "raw"),
+        "train",
     )
     assert a.y.shape == b.y.shape == (40,) and a.y.dtype == np.int64
     np.testing.assert_array_equal(a.y, b.y)
@@ -126,12 +129,13 @@ def test_unknown_flag_with_a_path_infers_multiclass_and_multilabel(tmp_path):
 
 def test_prepare_reuses_its_output_until_the_file_changes(tmp_path):
     path = write_medmnist_npz(tmp_path / "d.npz")
-    first = prepare_dataset(medmnist_cfg(path=str(path)), tmp_path / "p", tmp_path / "raw")
+    cfg = medmnist_cfg(path=str(path), name="mine", flag="mine")
+    first = prepare_dataset(cfg, tmp_path / "p", tmp_path / "raw")
     stamp = (first / "meta.json").stat().st_mtime_ns
-    assert prepare_dataset(medmnist_cfg(path=str(path)), tmp_path / "p", tmp_path / "raw") == first
+    assert prepare_dataset(cfg, tmp_path / "p", tmp_path / "raw") == first
     assert (first / "meta.json").stat().st_mtime_ns == stamp
     write_medmnist_npz(path, seed=1)
-    second = prepare_dataset(medmnist_cfg(path=str(path)), tmp_path / "p", tmp_path / "raw")
+    second = prepare_dataset(cfg, tmp_path / "p", tmp_path / "raw")
     assert second != first and read_meta(second).content_sha256 != read_meta(first).content_sha256
 
 
@@ -141,7 +145,7 @@ def test_prepare_reuses_its_output_until_the_file_changes(tmp_path):
         ("missing_keys", "missing key(s) val_images, val_labels, test_images, test_labels"),
         ("count_mismatch", "val_images has 40 images but val_labels has 39 labels"),
         ("not_npz", "not an .npz archive"),
-        ("label_range", "test_labels holds 1 label(s) outside 0..1"),
+        ("label_range", "test labels hold 1 value(s) outside 0..1"),
     ],
 )
 def test_bad_npz_files_name_the_file_and_the_problem(tmp_path, case, message):

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medpipe.dvc_scratch import PROJECT_FILES, clean_env, copy_files, listed_files, set_value
+from benchmarks.dvc_scratch import PROJECT_FILES, clean_env, copy_files, listed_files, set_value
 
 from conftest import REPO
 

@@ -65,7 +65,10 @@ CASES = {
         ["trainer.max_epochs=ten"],
         "trainer.max_epochs: Input should be a valid integer",
     ),
-    "unknown metric": (["monitor=val/dice"], "monitor: unknown metric 'val/dice'"),
+    "unknown metric": (
+        ["monitor=val/dice"],
+        "monitor: 'val/dice' is not a metric of task kind classification",
+    ),
     "argument without an on-device version": (
         ["augmentation=light", "data.loader=memory", "+augmentation.train.1.fit_output=true"],
         "data.loader: 'memory' runs augmentation on the device, which has no "

@@ -12,21 +12,74 @@ from conftest import SMALL_SYNTHETIC, write_medmnist_npz
 
 
 @pytest.mark.parametrize(
-    "net, x_shape",
+    "net, x_shape, width",
     [
-        (lambda: SimpleCNN(1, 2, (28, 28)), (1, 1, 28, 28)),
-        (lambda: SimpleCNN(3, 7, (64, 64), channels=(8, 16), hidden=0), (5, 3, 64, 64)),
-        (lambda: ResNet(1, 2, (28, 28)), (1, 1, 28, 28)),
-        (lambda: ResNet(3, 9, (33, 31), stem="imagenet", depth=10), (2, 3, 33, 31)),
-        (lambda: ResNet(1, 2, (28, 28, 28), depth=10), (2, 1, 28, 28, 28)),
-        (lambda: LinearClassifier(1, 4, (28, 28)), (3, 1, 28, 28)),
+        (lambda: SimpleCNN(1, 2, (28, 28)), (1, 1, 28, 28), 2),
+        (lambda: SimpleCNN(3, 7, (64, 64), channels=[8, 16], hidden=0), (5, 3, 64, 64), 7),
+        (lambda: ResNet(1, 2, (28, 28)), (1, 1, 28, 28), 2),
+        (lambda: ResNet(3, 9, (33, 31), stem="imagenet", depth=10), (2, 3, 33, 31), 9),
+        (lambda: ResNet(1, 2, (28, 28, 28), depth=10), (2, 1, 28, 28, 28), 2),
+        (lambda: LinearClassifier(1, 4, (28, 28)), (3, 1, 28, 28), 4),
     ],
 )
-def test_net_output_shapes(net, x_shape):
-    model = net().eval()
-    out = model(torch.zeros(x_shape))
-    assert out.shape == (x_shape[0], model(torch.zeros(x_shape)).shape[1])
-    assert out.shape[1] in (2, 4, 7, 9)
+def test_net_output_shapes(net, x_shape, width):
+    out = net().eval()(torch.zeros(x_shape))
+    assert out.shape == (x_shape[0], width)  # one row per sample, `num_outputs` columns
+
+
+@pytest.mark.parametrize(
+    "labels, n_classes, overrides, width",
+    [
+        ("n1", 4, [], 4),  # multiclass: one logit per class
+        ("multilabel", 3, [], 3),  # multilabel: one logit per label
+        ("n1", 2, [], 2),  # binary with cross-entropy: two logits
+        ("n1", 2, ["model.loss=bce"], 1),  # binary with BCE: one logit
+    ],
+)
+def test_built_task_has_one_output_per_class_of_the_data(
+    make_cfg, tmp_path, labels, n_classes, overrides, width
+):
+    """The width comes from the prepared data, not from the config; the exported model too."""
+    from medpipe.config import validate
+    from medpipe.data.prepare import prepare_from_config
+    from medpipe.data.processed import read_meta
+    from medpipe.pipeline import build_task
+
+    path = write_medmnist_npz(tmp_path / "d.npz", labels=labels, n_classes=n_classes)
+    c = validate(
+        make_cfg("data=medmnist", "data.flag=custom", f"data.path={path}", "model=cnn", *overrides)
+    )
+    meta = read_meta(prepare_from_config(c))
+    assert len(meta.classes) == n_classes
+    task = build_task(c, meta).eval()
+    x = torch.randint(0, 256, (5, *meta.sample_shape), dtype=torch.uint8)
+    with torch.no_grad():
+        assert task(x).shape == (5, width)
+        probs = task.inference_model()(x.float())
+    assert probs.shape == (5, width)  # probabilities, one column per output
+
+
+def test_class_weights_change_the_loss_as_weighted_cross_entropy(make_cfg, tmp_path):
+    from medpipe.config import validate
+    from medpipe.data.prepare import prepare_from_config
+    from medpipe.data.processed import read_meta
+    from medpipe.pipeline import build_task
+
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.2], [-1.0, 1.5], [0.1, 0.3]])
+    y = torch.tensor([0, 1, 1, 0])
+    c = validate(make_cfg(*SMALL_SYNTHETIC))
+    meta = read_meta(prepare_from_config(c))
+    plain = build_task(c, meta).loss(logits, y)
+    c["model"]["class_weights"] = [1.0, 3.0]
+    weighted = build_task(c, meta).loss(logits, y)
+    expected = torch.nn.functional.cross_entropy(logits, y, weight=torch.tensor([1.0, 3.0]))
+    assert not torch.isclose(weighted, plain)
+    torch.testing.assert_close(weighted, expected)
+    c["model"]["class_weights"] = "balanced"  # n / (k * count) over the training split
+    counts = torch.tensor(meta.class_counts["train"], dtype=torch.float32)
+    balanced = build_task(c, meta).loss(logits, y)
+    w = counts.sum() / (2 * counts)
+    torch.testing.assert_close(balanced, torch.nn.functional.cross_entropy(logits, y, weight=w))
 
 
 def test_resnet18_small_stem_keeps_28px_resolution():
@@ -118,22 +171,25 @@ def test_multiclass_and_multilabel_data_train_and_report(
     [
         ([*SMALL_SYNTHETIC, "model=resnet18", "model.net.depth=10"], torch.channels_last),
         (
-            ["data=medmnist", "data.flag=adrenalmnist3d", "data.path={npz3d}", "model=resnet3d"],
+            ["data=medmnist", "data.flag=mine3d", "data.kind=volume", "data.path={npz3d}"]
+            + ["model=resnet3d"],
             torch.channels_last_3d,
         ),
     ],
 )
 def test_channels_last_changes_the_layout_not_the_result(make_cfg, tmp_path, overrides, layout):
+    from medpipe.config import validate
+    from medpipe.data.prepare import prepare_dataset
     from medpipe.data.processed import read_meta
-    from medpipe.pipeline import build_task, prepare_dataset
+    from medpipe.pipeline import build_task
 
     npz3d = write_medmnist_npz(tmp_path / "adrenal.npz", shape=(28, 28, 28), n_classes=2)
     overrides = [o.format(npz3d=npz3d) for o in overrides]
     plain = make_cfg(*overrides)
     folder = prepare_dataset(plain.data, plain.paths.processed_dir, plain.paths.raw_dir)
     meta = read_meta(folder)
-    a = build_task(dict(plain), meta).eval()
-    b = build_task(dict(make_cfg(*overrides, "channels_last=true")), meta).eval()
+    a = build_task(validate(plain), meta).eval()
+    b = build_task(validate(make_cfg(*overrides, "channels_last=true")), meta).eval()
     b.load_state_dict(a.state_dict())
     convs = [m.weight for m in b.net.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
     assert convs and all(w.is_contiguous(memory_format=layout) for w in convs)

@@ -9,7 +9,6 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from medpipe.config import NET_MODELS
 from medpipe.models.nets import (
     CRNN1D,
     CRNN2D,
@@ -21,6 +20,7 @@ from medpipe.models.nets import (
     SliceCNN,
 )
 from medpipe.models.nets.crnn import conv_out_length
+from medpipe.models.nets.registry import net_class
 from medpipe.models.nets.rnn import length_mask
 from medpipe.paths import conf_dir
 
@@ -142,7 +142,8 @@ def test_rnn_reading_several_samples_per_step_padded_equals_unpadded(pooling):
 def test_recurrence_matches_packed_torch_rnn(cell):
     """The per-layer, per-direction stack is nn.LSTM/GRU(num_layers=2, bidirectional) on a packed
     sequence, weights copied."""
-    head = RNNHead(3, 2, cell=cell, hidden_size=5, num_layers=2, pooling="mean").eval()
+    head = RNNHead(3, 2, {"cell": cell, "hidden_size": 5, "num_layers": 2, "pooling": "mean"})
+    head.eval()
     ref = getattr(torch.nn, cell.upper())(3, 5, 2, batch_first=True, bidirectional=True)
     with torch.no_grad():
         for i, directions in enumerate(head.layers):
@@ -232,7 +233,9 @@ def test_model_configs_validate_and_build(name):
     cfg = OmegaConf.load(conf_dir() / "model" / f"{name}.yaml")
     assert cfg.name == name
     net_cfg = OmegaConf.to_container(cfg.net)
-    NET_MODELS[net_cfg["_target_"]].model_validate(net_cfg)
+    cls, problem = net_class(net_cfg.pop("_target_"))
+    assert problem is None
+    cls.Options.model_validate(net_cfg)
     shape = CONFIGS[name]
     assert ("signal" in cfg.accepts) == (len(shape) == 1)
     if name == "resnet3d":
@@ -246,12 +249,14 @@ def test_model_configs_validate_and_build(name):
 
 
 def test_net_options_are_checked():
-    bad = {"_target_": "medpipe.models.nets.CRNN1D", "channels": [4, 4], "pool": [2]}
+    from medpipe.models.nets import CRNN1D, CRNN2D
+
     with pytest.raises(ValueError, match="pool"):
-        NET_MODELS[bad["_target_"]].model_validate(bad)
-    bad = {"_target_": "medpipe.models.nets.CRNN2D", "rnn": {"cell": "rnn"}}
+        CRNN1D.Options.model_validate({"channels": [4, 4], "pool": [2]})
     with pytest.raises(ValueError, match="cell"):
-        NET_MODELS[bad["_target_"]].model_validate(bad)
+        CRNN2D.Options.model_validate({"rnn": {"cell": "rnn"}})
+    with pytest.raises(ValueError, match="pool"):  # the constructor reads the same model
+        CRNN1D(1, 2, [64], channels=[4, 4], pool=[2])
 
 
 # -- learning --------------------------------------------------------------------------------------

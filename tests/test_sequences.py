@@ -122,12 +122,17 @@ def test_regression_trains_tracks_and_exports(tmp_path):
 
 def test_classification_settings_on_regression_data_are_one_clear_error(tmp_path):
     out = run_cli(
-        "train", "data=synthetic_ecg", "model=rnn", *SMALL_ECG, f"paths.root_dir={tmp_path}"
-    )
+        "train", "data=synthetic_ecg", "model=rnn", *SMALL_ECG, f"paths.root_dir={tmp_path}",
+        "monitor=val/auroc", "monitor_mode=max",
+    )  # fmt: skip
     assert out.returncode == 2
     errors = [line for line in out.stderr.splitlines() if line.startswith("medpipe: error:")]
-    assert any(line.startswith("medpipe: error: model.loss: 'cross_entropy'") for line in errors)
-    assert any(line.startswith("medpipe: error: monitor: 'val/auroc'") for line in errors)
+    assert errors[0] == (
+        "medpipe: error: model.loss: 'cross_entropy' is not a loss of task kind regression "
+        "(synthetic_ecg is regression data, learnt by task kind regression); use mse, mae, huber"
+    )
+    assert errors[1].startswith("medpipe: error: monitor: 'val/auroc' is not a metric of task kind")
+    assert len(errors) == 2
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "logs" / "mlflow").exists()  # no run for a config that cannot train
 
@@ -160,8 +165,11 @@ def test_challenge_f1_is_the_mean_f1_of_the_score_classes():
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["monitor=val/mae", "monitor_mode=min"], "monitor: 'val/mae' is not a metric of binary"),
-        (["model.loss=mse"], "model.loss: 'mse' is a regression loss"),
+        (
+            ["monitor=val/mae", "monitor_mode=min"],
+            "monitor: 'val/mae' is not a metric of task kind classification",
+        ),
+        (["model.loss=mse"], "model.loss: 'mse' is not a loss of task kind classification"),
     ],
 )
 def test_regression_settings_on_classification_data_are_one_clear_error(
@@ -172,12 +180,23 @@ def test_regression_settings_on_classification_data_are_one_clear_error(
     assert not (tmp_path / "logs" / "mlflow").exists()
 
 
-def test_a_minimised_monitor_with_mode_max_is_refused(make_cfg):
+def test_a_monitor_with_the_wrong_direction_is_refused_and_auto_follows_the_task_kind(make_cfg):
+    from medpipe.checks import check_run
     from medpipe.config import validate
+    from medpipe.data.prepare import prepare_from_config
+    from medpipe.data.processed import read_meta
     from medpipe.errors import ConfigError
 
+    args = ("data=synthetic_ecg", "model=rnn", "model.loss=mse", *SMALL_ECG)
+    c = validate(make_cfg(*args, "monitor=val/mae", "monitor_mode=max"))
+    meta = read_meta(prepare_from_config(c))
     with pytest.raises(ConfigError, match="monitor_mode: 'max' with monitor 'val/mae'"):
-        validate(make_cfg("data=synthetic_ecg", "model=rnn", "model.loss=mse", "monitor=val/mae"))
+        check_run(c, meta)
+    c, kind = check_run(validate(make_cfg(*args)), meta)  # monitor=auto, monitor_mode=auto
+    assert kind.name == "regression"
+    assert (c["monitor"], c["monitor_mode"]) == ("val/mae", "min")
+    checkpoint = c["callbacks"]["model_checkpoint"]
+    assert (checkpoint["monitor"], checkpoint["mode"]) == ("val/mae", "min")
 
 
 def test_an_augmentation_that_does_not_fit_the_data_is_one_error_before_the_run(tmp_path):

@@ -104,6 +104,126 @@ def test_a_failed_job_is_recorded_failed_and_the_sweep_goes_on(tmp_path):
     assert "greater than 0" in failed.data.tags["error"]
 
 
+REGRESSION_MAIN = "val/mae,val/rmse,val/r2,test/mae,test/rmse,test/r2"
+
+
+def _summarise(tmp_path: Path, monkeypatch, monitor: str, mode: str, jobs: list[dict]):
+    """The sweep callback around child runs made directly with MlflowClient (as training makes
+    them: nested under the parent, with a job number); returns (parent run, summary csv rows)."""
+    import csv
+    import io
+
+    from mlflow.entities import Metric, Param, RunTag
+    from omegaconf import OmegaConf
+
+    from medpipe.tracking.store import PARENT_ENV
+    from medpipe.tracking.sweep import MlflowSweepCallback
+
+    monkeypatch.delenv(PARENT_ENV, raising=False)  # set by the callback; restored afterwards
+    config = OmegaConf.create(
+        {
+            "experiment_name": "summary",
+            "monitor": monitor,
+            "monitor_mode": mode,
+            "trainer": {"devices": 1},
+            "logger": {"mlflow": {"tracking_uri": None, "artifact_location": None}},
+            "paths": {"mlflow_dir": str(tmp_path / "logs" / "mlflow")},
+            "hydra": {
+                "launcher": {"_target_": "hydra._internal.core_plugins.basic_launcher"},
+                "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper"},
+                "overrides": {"task": ["optimizer.lr=1e-3,3e-4"]},
+            },
+        }
+    )
+    callback = MlflowSweepCallback()
+    callback.on_multirun_start(config)
+    client, parent = callback.client, callback.parent
+    for num, job in enumerate(jobs):
+        tags = {
+            "mlflow.parentRunId": parent,
+            "sweep.job_num": str(num),
+            "hydra.overrides": f"optimizer.lr={job['lr']}",
+        }
+        if job.get("main"):
+            tags["medpipe.main_metrics"] = job["main"]
+        run = client.create_run(callback.experiment_id, run_name=f"job-{num}", tags=tags)
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric(k, v, 0, 0) for k, v in job["metrics"].items()],
+            # the resolved objective, as every job logs its whole config
+            params=[Param("monitor", job["monitor"]), Param("monitor_mode", job["mode"])],
+            tags=[RunTag("model.name", "cnn")],
+        )
+        client.set_terminated(run.info.run_id, "FINISHED")
+    callback.on_multirun_end(config)
+    run = client.get_run(parent)
+    text = Path(client.download_artifacts(parent, "sweep_summary.csv")).read_text()
+    return run, list(csv.DictReader(io.StringIO(text)))
+
+
+def test_summary_of_regression_jobs_shows_their_main_test_metrics(tmp_path, monkeypatch):
+    jobs = [
+        {
+            "lr": lr,
+            "main": REGRESSION_MAIN + ",test/never_logged",  # no job has it: no column
+            "monitor": "val/mae",
+            "mode": "min",
+            "metrics": {
+                "best/val/mae": mae,
+                "test/mae": mae + 0.1,
+                "test/rmse": 2 * mae,
+                "test/r2": r2,
+            },
+        }
+        for lr, mae, r2 in (("0.001", 0.5, 0.7), ("0.0003", 0.3, 0.8))
+    ]
+    # monitor: auto (the default): each job resolved it from its task kind, and logged it
+    parent, rows = _summarise(tmp_path, monkeypatch, "auto", "auto", jobs)
+    assert parent.info.status == "FINISHED" and parent.data.tags["sweep.monitor"] == "val/mae"
+    assert list(rows[0]) == [
+        "rank",
+        "run_id",
+        "run_name",
+        "status",
+        "overrides",
+        "best/val/mae",
+        "test/mae",
+        "test/rmse",
+        "test/r2",
+        "error",
+    ]
+    # best (lowest val/mae) first, with its own test metrics
+    assert [r["overrides"] for r in rows] == ["optimizer.lr=0.0003", "optimizer.lr=0.001"]
+    assert [float(r["test/mae"]) for r in rows] == pytest.approx([0.4, 0.6])
+    assert [float(r["test/r2"]) for r in rows] == pytest.approx([0.8, 0.7])
+    assert parent.data.metrics["best/val/mae"] == pytest.approx(0.3)
+    summary = Path(
+        _client(_store(tmp_path)).download_artifacts(parent.info.run_id, "sweep_summary.md")
+    ).read_text()
+    assert summary.splitlines()[0].startswith("| rank |") and "| test/rmse |" in summary
+
+
+def test_summary_of_jobs_without_main_metrics_has_no_test_columns(tmp_path, monkeypatch):
+    jobs = [
+        {"lr": lr, "monitor": "val/auroc", "mode": "max", "metrics": metrics}
+        for lr, metrics in (
+            ("0.001", {"best/val/auroc": 0.7, "test/auroc": 0.6}),
+            ("0.0003", {"best/val/auroc": 0.9, "test/auroc": 0.8}),
+        )
+    ]
+    _, rows = _summarise(tmp_path, monkeypatch, "val/auroc", "max", jobs)
+    assert list(rows[0]) == [
+        "rank",
+        "run_id",
+        "run_name",
+        "status",
+        "overrides",
+        "best/val/auroc",
+        "error",
+    ]
+    assert [r["overrides"] for r in rows] == ["optimizer.lr=0.0003", "optimizer.lr=0.001"]
+
+
 def test_multirun_with_ddp_on_several_devices_is_refused(tmp_path):
     out = run_cli(
         "train", "-m", "trainer=ddp", "optimizer.lr=1e-3,3e-4", f"paths.root_dir={tmp_path}"

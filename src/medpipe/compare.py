@@ -1,15 +1,23 @@
-"""Compare MLflow runs:  python -m medpipe.compare experiment=NAME [sweep=ID|latest] [sort=KEY]
-[order=auto|desc|asc] [top=N] [format=table|md|csv].
+"""Compare MLflow runs:  python -m medpipe.compare experiment=NAME [sweep=ID|latest] [cv=true]
+[sort=auto|KEY] [order=auto|desc|asc] [top=N] [format=table|md|csv] [metrics=[KEY,...]].
 
-Prints the runs of an experiment, or the child runs of one sweep, with the parameters that differ
+Prints the runs of an experiment, the child runs of one sweep, or the cross-validations (cv=true:
+their parent runs, fold means with their standard deviations), with the parameters that differ
 between them and their main metrics, sorted by `sort`.
+
+The defaults follow what the runs record: the metric columns (metrics=null) are the union of the
+runs' `medpipe.main_metrics` tags, which training sets for its task kind (classification: AUROC,
+accuracy, F1; regression: MAE, RMSE, R2), or, for older runs without the tag, the val/ and test/
+metrics they logged. sort=auto sorts by the runs' `monitor` param when they share one (else by
+their first main metric), and order=auto then follows their `monitor_mode` (min: ascending). An
+explicit sort=KEY sorts descending unless KEY ends in /loss.
 """
 
 from __future__ import annotations
 
 import sys
-
-from omegaconf import DictConfig
+from collections.abc import Mapping
+from typing import Any
 
 from medpipe.entry import hydra_entry
 from medpipe.errors import ConfigError
@@ -35,31 +43,43 @@ def _raw_override(key: str, value: object) -> str | None:
     return str(value)
 
 
+def _metrics(value: object) -> list[str] | None:
+    """metrics: null (the runs' own main metrics), one key, or a list of keys."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    return [str(m) for m in value]  # type: ignore[attr-defined]
+
+
 @hydra_entry("compare")
-def _compare(cfg: DictConfig) -> str:
+def _compare(cfg: Mapping[str, Any]) -> str:
+    # item access only: works on the composed DictConfig and on the plain dict of its values
     from medpipe.evaluation.compare_runs import FORMATS, compare_runs, render
 
-    if cfg.format not in FORMATS:
-        raise ConfigError(f"format: '{cfg.format}' is not one of {', '.join(FORMATS)}")
+    fmt = str(cfg["format"])
+    if fmt not in FORMATS:
+        raise ConfigError(f"format: '{fmt}' is not one of {', '.join(FORMATS)}")
     from medpipe.tracking.store import tracking_uri  # as training decides (no torch import)
 
-    uri = tracking_uri(cfg.get("tracking_uri"), str(cfg.paths.mlflow_dir))
+    uri = tracking_uri(cfg.get("tracking_uri"), str(cfg["paths"]["mlflow_dir"]))
     params = cfg.get("params")
     if isinstance(params, str):
         params = [params]
+    sort = cfg.get("sort")
     comparison = compare_runs(
         uri,
-        str(cfg.experiment_name),
-        sweep=_raw_override("sweep", cfg.sweep),
-        sort=str(cfg.sort),
-        order=str(cfg.order),
-        top=cfg.top,
+        str(cfg["experiment_name"]),
+        sweep=_raw_override("sweep", cfg.get("sweep")),
+        sort=None if sort is None else str(sort),
+        order=str(cfg.get("order") or "auto"),
+        top=cfg.get("top"),
         params=None if params is None else [str(p) for p in params],
         ignore_params=[str(p) for p in cfg.get("ignore_params") or []],
-        metrics=[str(m) for m in cfg.metrics],
+        metrics=_metrics(cfg.get("metrics")),
         cv=bool(cfg.get("cv", False)),
     )
-    text = render(comparison, str(cfg.format))
+    text = render(comparison, fmt)
     sys.stdout.write(text)
     sys.stdout.flush()
     return text

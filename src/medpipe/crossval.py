@@ -12,29 +12,46 @@ folds' validation metrics at their best epochs. Outputs go to
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import io
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
-from medpipe.data.folds import make_folds
-from medpipe.data.prepare import prepare_dataset
-from medpipe.data.processed import pooled_labels, read_meta
+from medpipe.data.folds import all_folds
+from medpipe.data.processed import read_meta
+from medpipe.outputs import print_metrics, write_json
+from medpipe.tasks.kinds import TaskKind
+from medpipe.training import create_run, train_once
 
 
-def cross_validate(cfg: DictConfig, folder: Path | None = None) -> float:
-    from medpipe.pipeline import create_run, print_metrics, train_once, write_json
+def relocate(value: Any, old: str, new: str) -> Any:
+    """`value` with every string path at or under folder `old` moved under `new` (a fold's
+    checkpoints, logs and outputs go to its own folder)."""
+    if isinstance(value, dict):
+        return {k: relocate(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relocate(v, old, new) for v in value]
+    if isinstance(value, str) and (value == old or value.startswith(old.rstrip("/") + "/")):
+        return new + value[len(old) :]
+    return value
 
-    c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+
+def fold_config(c: dict[str, Any], fold: int) -> dict[str, Any]:
+    """The resolved config of one fold: outputs under <output_dir>/fold<i>, and `cv.fold` recorded
+    (the checkpoint carries it, so `medpipe.evaluate` tests it on the same rows)."""
+    out_dir = str(c["paths"]["output_dir"])
+    fold_c = relocate(copy.deepcopy(c), out_dir, str(Path(out_dir) / f"fold{fold}"))
+    fold_c["cv"]["fold"] = fold
+    return fold_c
+
+
+def cross_validate(c: dict[str, Any], kind: TaskKind, folder: Path) -> float:
     cv = c["cv"]
     k = int(cv["folds"])
-    if folder is None:
-        folder = prepare_dataset(c["data"], c["paths"]["processed_dir"], c["paths"]["raw_dir"])
     meta = read_meta(folder)
     folds = all_folds(c, folder)
     out_dir = Path(c["paths"]["output_dir"])
@@ -44,7 +61,7 @@ def cross_validate(cfg: DictConfig, folder: Path | None = None) -> float:
 
     parent = None
     if "mlflow" in (c.get("logger") or {}):
-        parent = create_run(c, meta, {"medpipe.cv": "true", "cv.folds": str(k)}, "-cv")
+        parent = create_run(c, meta, kind, {"medpipe.cv": "true", "cv.folds": str(k)}, "-cv")
     rows: list[dict[str, float]] = []
     bests: list[float] = []
     with parent.guard() if parent else contextlib.nullcontext():
@@ -53,46 +70,24 @@ def cross_validate(cfg: DictConfig, folder: Path | None = None) -> float:
                 f"cross-validation fold {i + 1}/{k}: train {len(fold['train'])}, "
                 f"val {len(fold['val'])}, test {len(fold['test'])}"
             )
-            fold_cfg = cfg.copy()
-            OmegaConf.update(fold_cfg, "paths.output_dir", str(out_dir / f"fold{i}"))
-            # the checkpoint records its fold, so `medpipe.evaluate` tests it on the same rows
-            OmegaConf.update(fold_cfg, "cv.fold", i, force_add=True)
             tags = {"cv.fold": str(i), "cv.folds": str(k)}
             if parent is not None:
                 tags["mlflow.parentRunId"] = parent.run_id
-            best, metrics = train_once(fold_cfg, folder, fold, tags, f"-fold{i}")
+            best, metrics = train_once(fold_config(c, i), kind, folder, fold, tags, f"-fold{i}")
             bests.append(best)
             metrics.pop("best_epoch", None)
             rows.append({"fold": i, f"best/{c['monitor']}": best, **metrics})
         summary = summarise(rows)
         write_json(out_dir / "metrics.json", summary)
-        files = write_tables(rows, summary, out_dir)
+        files = write_tables(rows, summary, out_dir, kind.main_metrics)
         if parent is not None:
-            client = parent.client
-            from mlflow.entities import Metric
-
-            stamp = int(time.time() * 1000)
-            items = [Metric(key, v, stamp, 0) for key, v in summary.items() if math.isfinite(v)]
-            for j in range(0, len(items), 100):
-                client.log_batch(parent.run_id, metrics=items[j : j + 100])
+            parent.log_metrics({key: v for key, v in summary.items() if math.isfinite(v)})
             for f in [*files, folds_file, out_dir / "metrics.json"]:
                 parent.log_artifact(f)
     print_metrics(f"cross-validation over {k} folds (mean; _std: standard deviation):", summary)
     print(f"outputs: {out_dir}")
     finite = [b for b in bests if math.isfinite(b)]
     return float(np.mean(finite)) if finite else math.nan
-
-
-def all_folds(c: dict[str, Any], folder: Path) -> list[dict[str, np.ndarray]]:
-    """The folds of a run config over a processed folder: the same rows every time."""
-    cv = c["cv"]
-    seed = int(cv.get("seed") if cv.get("seed") is not None else c["seed"])
-    y = pooled_labels(folder)
-    return make_folds(y, read_meta(folder).task, int(cv["folds"]), float(cv["val_fraction"]), seed)
-
-
-def fold_rows(c: dict[str, Any], folder: Path, fold: int) -> dict[str, np.ndarray]:
-    return all_folds(c, folder)[fold]
 
 
 def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -106,8 +101,11 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def write_tables(rows: list[dict[str, float]], summary: dict[str, float], out_dir: Path):
-    """cv_summary.csv (one row per fold, then mean and std) and cv_summary.md (main metrics)."""
+def write_tables(
+    rows: list[dict[str, float]], summary: dict[str, float], out_dir: Path, main: tuple[str, ...]
+):
+    """cv_summary.csv (one row per fold, then mean and std) and cv_summary.md (the best monitored
+    value and the task kind's `main` metrics)."""
     keys = [key for key in rows[0] if key != "fold"]
     csv_path, md_path = out_dir / "cv_summary.csv", out_dir / "cv_summary.md"
     buf = io.StringIO()
@@ -119,7 +117,7 @@ def write_tables(rows: list[dict[str, float]], summary: dict[str, float], out_di
     w.writerow(["std", *(f"{summary.get(key + '_std', math.nan):.6g}" for key in keys)])
     csv_path.write_text(buf.getvalue())
     shown = [
-        key for key in keys if key.startswith(("best/", "test/")) and key.split("/")[-1] in MAIN
+        key for key in keys if key.startswith(("best/", "test/")) and key.split("/")[-1] in main
     ] or keys[:8]
     lines = ["| fold | " + " | ".join(shown) + " |", "|---" * (len(shown) + 1) + "|"]
     for r in rows:
@@ -131,6 +129,3 @@ def write_tables(rows: list[dict[str, float]], summary: dict[str, float], out_di
     )
     md_path.write_text("\n".join(lines) + "\n")
     return [csv_path, md_path]
-
-
-MAIN = ("auroc", "acc", "f1", "f1_score", "balanced_acc", "mae", "rmse", "r2")

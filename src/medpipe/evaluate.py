@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from typing import Any
 
 from medpipe.entry import hydra_entry
 
 
 @hydra_entry("evaluate")
-def main(cfg: DictConfig) -> dict[str, float]:
+def main(c: dict[str, Any]) -> dict[str, float]:
     from medpipe.pipeline import evaluate
 
-    return evaluate(cfg)
+    return evaluate(c)
 
 
 if __name__ == "__main__":

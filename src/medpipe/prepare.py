@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from typing import Any
 
 from medpipe.entry import hydra_entry
 
 
 @hydra_entry("prepare")
-def main(cfg: DictConfig) -> str:
+def main(c: dict[str, Any]) -> str:
     from medpipe.data.prepare import prepare_from_config
     from medpipe.data.processed import read_meta
 
-    folder = prepare_from_config(cfg)
+    folder = prepare_from_config(c)
     meta = read_meta(folder)
     sizes = ", ".join(f"{k} {v}" for k, v in meta.sizes.items())
     print(

@@ -5,33 +5,24 @@ Returns the best value of `monitor` so that Hydra sweepers can optimise it.
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from typing import Any
 
 from medpipe.entry import hydra_entry
 
 
-def check_task(cfg: DictConfig, folder) -> None:
-    from omegaconf import OmegaConf
-
-    from medpipe.data.processed import read_meta
-    from medpipe.errors import ConfigError
-    from medpipe.task_check import task_problems
-
-    problems = task_problems(OmegaConf.to_container(cfg, resolve=True), read_meta(folder))
-    if problems:
-        raise ConfigError(problems)
-
-
 @hydra_entry("train")
-def main(cfg: DictConfig) -> float | None:
+def main(c: dict[str, Any]) -> float | None:
     from medpipe.data.prepare import prepare_from_config
+    from medpipe.data.processed import read_meta
 
-    # numpy only: a bad data file fails before torch is imported; train reuses the folder
-    folder = prepare_from_config(cfg)
-    check_task(cfg, folder)  # loss and monitor against the data's task, still before torch
+    # numpy only: a bad data file fails before torch is imported; training reuses the folder
+    folder = prepare_from_config(c)
+    from medpipe.checks import check_run  # task kind, net and monitor against the data
+
+    c, kind = check_run(c, read_meta(folder))
     from medpipe.pipeline import train
 
-    return train(cfg, folder)
+    return train(c, folder, kind)
 
 
 if __name__ == "__main__":

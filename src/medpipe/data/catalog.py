@@ -1,6 +1,8 @@
-"""MedMNIST v2/v3 facts: official file names, MD5 checksums, tasks and class names.
+"""MedMNIST v2/v3 facts: official file names, MD5 checksums, split sizes, tasks and class names.
 
-Source: the MedMNIST `medmnist/info.py` (v3.0.2) and Zenodo record 10.5281/zenodo.10519652.
+Source: the MedMNIST `medmnist/info.py` (v3.0.2: `MD5*`, `n_samples`) and Zenodo record
+10.5281/zenodo.10519652. The split sizes are those of v3; the older v2 files of organamnist,
+organcmnist, organsmnist, organmnist3d and vesselmnist3d had slightly different counts.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class MedMNISTInfo:
     channels: int
     kind: str  # image | volume
     md5: dict[int, str]  # size -> MD5 of the official npz
+    n_samples: dict[str, int]  # split -> official sample count (the same at every size)
 
     def file_name(self, size: int) -> str:
         return f"{self.flag}.npz" if size == 28 else f"{self.flag}_{size}.npz"
@@ -39,8 +42,8 @@ class MedMNISTInfo:
         return f"{base.rstrip('/')}/{self.file_name(size)}?download=1"
 
 
-def _info(flag, task, classes, channels, md5, kind="image"):
-    return MedMNISTInfo(flag, task, tuple(classes), channels, kind, md5)
+def _info(flag, task, classes, channels, md5, n_samples, kind="image"):
+    return MedMNISTInfo(flag, task, tuple(classes), channels, kind, md5, n_samples)
 
 
 CATALOG: dict[str, MedMNISTInfo] = {
@@ -67,6 +70,7 @@ CATALOG: dict[str, MedMNISTInfo] = {
                 128: "ac42d08fb904d92c244187169d1fd1d9",
                 224: "2c51a510bcdc9cf8ddb2af93af1eadec",
             },
+            {"train": 89996, "val": 10004, "test": 7180},
         ),
         _info(
             "chestmnist",
@@ -94,6 +98,7 @@ CATALOG: dict[str, MedMNISTInfo] = {
                 128: "db107e5590b27930b62dbaf558aebee3",
                 224: "45bd33e6f06c3e8cdb481c74a89152aa",
             },
+            {"train": 78468, "val": 11219, "test": 22433},
         ),
         _info(
             "dermamnist",
@@ -114,6 +119,7 @@ CATALOG: dict[str, MedMNISTInfo] = {
                 128: "2defd784463fa5243564e855ed717de1",
                 224: "8974907d8e169bef5f5b96bc506ae45d",
             },
+            {"train": 7007, "val": 1003, "test": 2005},
         ),
         _info(
             "octmnist",
@@ -126,6 +132,7 @@ CATALOG: dict[str, MedMNISTInfo] = {
                 128: "0a97e76651ace45c5d943ee3f65b63ae",
                 224: "abc493b6d529d5de7569faaef2773ba3",
             },
+            {"train": 97477, "val": 10832, "test": 1000},
         ),
         _info(
             "pneumoniamnist",
@@ -138,6 +145,7 @@ CATALOG: dict[str, MedMNISTInfo] = {
                 128: "05b46931834c231683c68f40c47b2971",
                 224: "d6a3c71de1b945ea11211b03746c1fe1",
             },
+            {"train": 4708, "val": 524, "test": 624},
         ),
         _info(
             "retinamnist",
@@ -150,6 +158,7 @@ CATALOG: dict[str, MedMNISTInfo] = {
                 128: "e48e916a24454daf90583d4e6efb1a18",
                 224: "eae7e3b6f3fcbda4ae613ebdcbe35348",
             },
+            {"train": 1080, "val": 120, "test": 400},
         ),
         _info(
             "breastmnist",
@@ -162,6 +171,7 @@ CATALOG: dict[str, MedMNISTInfo] = {
                 128: "363e4b3f8d712e9b5de15470a2aaadf1",
                 224: "b56378a6eefa9fed602bb16d192d4c8b",
             },
+            {"train": 546, "val": 78, "test": 156},
         ),
         _info(
             "bloodmnist",
@@ -183,6 +193,7 @@ CATALOG: dict[str, MedMNISTInfo] = {
                 128: "adace1e0ed228fccda1f39692059dd4c",
                 224: "b718ff6835fcbdb22ba9eacccd7b2601",
             },
+            {"train": 11959, "val": 1712, "test": 3421},
         ),
         _info(
             "tissuemnist",
@@ -204,6 +215,7 @@ CATALOG: dict[str, MedMNISTInfo] = {
                 128: "61b955355d7425a89687b06cca3ce0c2",
                 224: "b077128c4a949f0a4eb01517f9037b9c",
             },
+            {"train": 165466, "val": 23640, "test": 47280},
         ),
         _info(
             "organamnist",
@@ -216,6 +228,7 @@ CATALOG: dict[str, MedMNISTInfo] = {
                 128: "eeae80d0a227a8d099027e1b3cfd3b60",
                 224: "50747347e05c87dd3aaf92c49f9f3170",
             },
+            {"train": 34561, "val": 6491, "test": 17778},
         ),
         _info(
             "organcmnist",
@@ -228,6 +241,7 @@ CATALOG: dict[str, MedMNISTInfo] = {
                 128: "773c1f009daa3fe5d9a2a201b2a7ed94",
                 224: "050f5e875dc056f6768abf94ec9995d1",
             },
+            {"train": 12975, "val": 2392, "test": 8216},
         ),
         _info(
             "organsmnist",
@@ -240,6 +254,7 @@ CATALOG: dict[str, MedMNISTInfo] = {
                 128: "ded0c5fa01a95dc4978b956f613e9b8e",
                 224: "b354719e553fbbb2513d5533f52a4cb1",
             },
+            {"train": 13932, "val": 2452, "test": 8827},
         ),
         _info(
             "organmnist3d",
@@ -259,6 +274,7 @@ CATALOG: dict[str, MedMNISTInfo] = {
             ],
             1,
             {28: "a0c5a1ff56af4f155c46d46fbb45a2fe", 64: "58a2205adf14a9d0a189cb06dc78bf10"},
+            {"train": 971, "val": 161, "test": 610},
             kind="volume",
         ),
         _info(
@@ -267,6 +283,7 @@ CATALOG: dict[str, MedMNISTInfo] = {
             ["benign", "malignant"],
             1,
             {28: "8755a7e9e05a4d9ce80a24c3e7a256f3", 64: "c47c5b7d457bf6332200d2ea6d64ecd8"},
+            {"train": 1158, "val": 165, "test": 310},
             kind="volume",
         ),
         _info(
@@ -275,6 +292,7 @@ CATALOG: dict[str, MedMNISTInfo] = {
             ["normal", "hyperplasia"],
             1,
             {28: "bbd3c5a5576322bc4cdfea780653b1ce", 64: "17721accfe9fb005146a47d33bc54b2f"},
+            {"train": 1188, "val": 98, "test": 298},
             kind="volume",
         ),
         _info(
@@ -283,6 +301,7 @@ CATALOG: dict[str, MedMNISTInfo] = {
             ["buckle rib fracture", "nondisplaced rib fracture", "displaced rib fracture"],
             1,
             {28: "6aa7b0143a6b42da40027a9dda61302f", 64: "f01d7e6316aedf4210da0da5b7437b42"},
+            {"train": 1027, "val": 103, "test": 240},
             kind="volume",
         ),
         _info(
@@ -291,6 +310,7 @@ CATALOG: dict[str, MedMNISTInfo] = {
             ["vessel", "aneurysm"],
             1,
             {28: "b41fd4f7e7e2feedddb201585ecafa1b", 64: "6bb274a8846e1097066dcd64e2c4520f"},
+            {"train": 1335, "val": 191, "test": 382},
             kind="volume",
         ),
         _info(
@@ -299,6 +319,7 @@ CATALOG: dict[str, MedMNISTInfo] = {
             ["inhibitory synapse", "excitatory synapse"],
             1,
             {28: "1235b78a3cd6280881dd7850a78eadb6", 64: "43bd14ebf3af9d3dd072446fedc14d5e"},
+            {"train": 1230, "val": 177, "test": 352},
             kind="volume",
         ),
     ]

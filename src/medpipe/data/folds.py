@@ -8,9 +8,13 @@ regression, so each fold sees the same class balance.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from medpipe.data.processed import pooled_labels, read_meta
 from medpipe.errors import ConfigError
 
 
@@ -51,3 +55,11 @@ def _stratify(labels: np.ndarray) -> np.ndarray | None:
     """Stratify the validation draw unless a class is too rare for it (then draw at random)."""
     counts = np.bincount(labels)
     return labels if counts[counts > 0].min() >= 2 else None
+
+
+def all_folds(c: dict[str, Any], folder: Path) -> list[dict[str, np.ndarray]]:
+    """The folds of a run config over a processed folder: the same rows every time."""
+    cv = c["cv"]
+    seed = int(cv.get("seed") if cv.get("seed") is not None else c["seed"])
+    y = pooled_labels(folder)
+    return make_folds(y, read_meta(folder).task, int(cv["folds"]), float(cv["val_fraction"]), seed)

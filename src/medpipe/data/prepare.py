@@ -80,11 +80,8 @@ def prepare_dataset(
     return write_processed(folder, data.splits, meta)
 
 
-def prepare_from_config(cfg: Any) -> Path:
-    """prepare_dataset for a composed train/prepare config (DictConfig or dict); numpy only."""
-    from omegaconf import DictConfig, OmegaConf
-
-    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+def prepare_from_config(c: dict[str, Any]) -> Path:
+    """prepare_dataset for a resolved train/prepare config; numpy only."""
     return prepare_dataset(
         c["data"],
         c["paths"]["processed_dir"],

@@ -1,6 +1,10 @@
 """Compare the MLflow runs of an experiment (or of one sweep): the parameters that differ between
 them and their main metrics, sorted by one key, as an aligned table, GitHub markdown or CSV.
 
+The defaults follow the runs: their main metrics are the keys of their `medpipe.main_metrics` tag
+(set by training for its task kind), and they are sorted by their `monitor` param in the direction
+of their `monitor_mode` param. No metric name is written here.
+
 Reads MLflow only (no torch). A sweep is a parent run; its jobs are the runs tagged
 `mlflow.parentRunId` = the parent's id. Parent runs themselves are summaries, not trainings, and are
 left out of the listing.
@@ -19,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from medpipe.errors import ConfigError
+from medpipe.tracking.store import MAIN_METRICS_TAG
 
-MAIN_METRICS = ("val/auroc", "val/acc", "val/f1", "test/auroc", "test/acc", "test/f1")
+AUTO = "auto"  # sort: the runs' monitor; order: the runs' monitor_mode
 FORMATS = ("table", "md", "csv")
 ORDERS = ("auto", "desc", "asc")
 PARENT_TAG = "mlflow.parentRunId"
@@ -280,28 +285,88 @@ def _sort_runs(runs: list[Any], key: str, descending: bool, is_metric: bool) -> 
     return present + missing
 
 
+def main_metrics(runs: Sequence[Any]) -> list[str]:
+    """The runs' main metric keys: the union of their `medpipe.main_metrics` tags in order of first
+    appearance (newest run first). Older runs, from before training set that tag, add the val/ and
+    test/ metrics they actually logged instead (val/ before test/, each alphabetically; no `_std`
+    keys, which a cross-validation shows next to their means anyway)."""
+    keys: dict[str, None] = {}
+    untagged = []
+    for run in sorted(runs, key=_start, reverse=True):
+        tag = run.data.tags.get(MAIN_METRICS_TAG)
+        if tag is None:
+            untagged.append(run)
+            continue
+        for key in tag.split(","):
+            if key.strip():
+                keys.setdefault(key.strip(), None)
+    logged = sorted({k for r in untagged for k in r.data.metrics if not k.endswith("_std")})
+    for prefix in ("val/", "test/"):
+        for key in logged:
+            if key.startswith(prefix):
+                keys.setdefault(key, None)
+    return list(keys)
+
+
+def _shared_param(runs: Sequence[Any], key: str) -> str | None:
+    """The value of param `key` when every run that has it has the same one, else None."""
+    values = {r.data.params[key] for r in runs if key in r.data.params}
+    return values.pop() if len(values) == 1 else None
+
+
+def _auto_sort(runs: Sequence[Any], main: Sequence[str], metric_keys: Sequence[str]) -> str:
+    """sort=auto: the runs' shared `monitor` param, else their first main metric that any of them
+    logged, else the first val/ or test/ metric they have."""
+    monitor = _shared_param(runs, "monitor")
+    if monitor and monitor in metric_keys:
+        return monitor
+    for key in [*main, *(k for k in metric_keys if k.startswith(("val/", "test/")))]:
+        if key in metric_keys:
+            return key
+    raise ConfigError(
+        "sort: auto: the listed runs logged no metric to sort by"
+        + (f" (monitor {monitor})" if monitor else "")
+        + "; name a parameter, e.g. sort=optimizer.lr"
+    )
+
+
+def _auto_descending(runs: Sequence[Any], sort: str) -> bool | None:
+    """order=auto for an automatic sort key: the `monitor_mode` of the runs that monitor it (max:
+    descending, min: ascending), when they agree; None when it is nobody's monitor."""
+    mine = [r for r in runs if r.data.params.get("monitor") == sort]
+    mode = _shared_param(mine, "monitor_mode")
+    return None if mode not in ("max", "min") else mode == "max"
+
+
 def compare_runs(
     uri: str,
     experiment: str,
     sweep: str | None = None,
-    sort: str = "val/auroc",
-    order: str = "auto",
+    sort: str | None = AUTO,
+    order: str = AUTO,
     top: int | None = 10,
     params: Sequence[str] | None = None,
     ignore_params: Sequence[str] = DEFAULT_IGNORE,
-    metrics: Sequence[str] = MAIN_METRICS,
+    metrics: Sequence[str] | None = None,
     cv: bool = False,
 ) -> Comparison:
     """Select, sort and cut the runs; raise ConfigError (one line per problem) on bad input.
-    `cv`: compare cross-validations (their parent runs: metric means, with a `_std` column after
-    each shown metric)."""
-    order = str(order or "auto").lower()
+
+    `sort`: a metric or a parameter; auto (or None): the runs' `monitor` param when they share one,
+    else their first main metric. `order`: auto follows the runs' `monitor_mode` param for an
+    automatic sort key (and for a key nobody monitors: ascending for keys ending in /loss, else
+    descending); an explicit `sort` keeps that /loss rule. `metrics`: the metric columns, shown
+    when present; None: the runs' main metrics (`main_metrics`). `cv`: compare cross-validations
+    (their parent runs: metric means, with a `_std` column after each shown metric)."""
+    order = str(order or AUTO).lower()
     if order not in ORDERS:
         raise ConfigError(f"order: '{order}' is not one of {', '.join(ORDERS)}")
     if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
         raise ConfigError(f"top: a positive number of rows, or null for all (got {top!r})")
+    if sort is None:
+        sort = AUTO
     if not sort or not isinstance(sort, str):
-        raise ConfigError(f"sort: name a metric (val/auroc, ...) or a parameter (got {sort!r})")
+        raise ConfigError(f"sort: auto, or name a metric or a parameter (got {sort!r})")
 
     client = _client(uri)
     exp = _find_experiment(client, experiment, uri)
@@ -309,6 +374,10 @@ def compare_runs(
 
     metric_keys = sorted({k for r in runs for k in r.data.metrics})
     param_keys = {k for r in runs for k in r.data.params}
+    main = main_metrics(runs) if metrics is None else list(metrics)
+    automatic = sort == AUTO
+    if automatic:
+        sort = _auto_sort(runs, main, metric_keys)
     if sort in metric_keys:
         is_metric = True
     elif sort in param_keys:
@@ -321,7 +390,10 @@ def compare_runs(
             f"these runs: {', '.join(shown or metric_keys) or '(none)'}; or a parameter such as "
             "optimizer.lr"
         )
-    descending = order == "desc" or (order == "auto" and not sort.endswith("/loss"))
+    descending = order == "desc"
+    if order == AUTO:
+        by_mode = _auto_descending(runs, sort) if automatic else None
+        descending = by_mode if by_mode is not None else not sort.endswith("/loss")
     ordered = _sort_runs(runs, sort, descending, is_metric)
     shown_runs = ordered[:top] if top else ordered
 
@@ -335,7 +407,7 @@ def compare_runs(
                 f"e.g. {', '.join(sorted(param_keys)[:8])}"
             )
         param_cols = list(params)
-    metric_cols = [m for m in metrics if any(m in r.data.metrics for r in shown_runs)]
+    metric_cols = [m for m in main if any(m in r.data.metrics for r in shown_runs)]
     if is_metric and sort not in metric_cols:
         metric_cols.append(sort)
     if cv:  # each mean over folds followed by its standard deviation

@@ -38,6 +38,21 @@ from torchmetrics.classification import (
     MultilabelSpecificity,
 )
 
+# The names each metric collection below logs (per split, `{split}/{name}`), and the loss.
+CLASSIFICATION_METRICS = (
+    "loss",
+    "acc",
+    "balanced_acc",
+    "precision",
+    "recall",
+    "specificity",
+    "f1",
+    "f1_macro",
+    "auroc",
+    "f1_score",
+)
+REGRESSION_METRICS = ("loss", "mae", "rmse", "r2")
+
 
 def class_key(name: str) -> str:
     """A class name as a metric-key fragment: lower case, [a-z0-9_] only."""

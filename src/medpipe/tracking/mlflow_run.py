@@ -1,10 +1,16 @@
 """One MLflow run per training: created after the data is ready, FINISHED only when everything is
-logged, FAILED (or KILLED on Ctrl-C) if anything raises, never left RUNNING."""
+logged, FAILED (or KILLED on Ctrl-C) if anything raises, never left RUNNING.
+
+`MlflowRun.guard` is the one place a run's final status is decided; Lightning's logger never ends
+the run. Everything is written through the logger's MlflowClient, except the exported model:
+MLflow 3 creates LoggedModels only through its fluent `log_model`, which runs inside the same run.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,8 +39,7 @@ class EpochStepMLFlowLogger(MLFlowLogger):
         super().log_metrics(metrics, int(epoch) if epoch is not None else step)
 
     def finalize(self, status: str = "success") -> None:
-        if status != "success" and self._initialized:
-            MlflowRun.end(self, "FAILED")
+        """Lightning calls this after fit and after test; the run's status is MlflowRun's to set."""
 
 
 class MlflowRun:
@@ -75,6 +80,18 @@ class MlflowRun:
     def run_id(self) -> str:
         return self.logger.run_id
 
+    @property
+    def uri(self) -> str:
+        return self.logger._tracking_uri
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        items = [Metric(k, float(v), stamp, step) for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
+
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -98,13 +115,12 @@ class MlflowRun:
                 model, name="model", input_example=input_example, pip_requirements=pip_requirements
             )
 
-    @staticmethod
-    def end(logger: MLFlowLogger, status: str) -> None:
+    def end(self, status: str) -> None:
         import mlflow
 
         with contextlib.suppress(Exception):
             mlflow.flush_async_logging()
-        logger.experiment.set_terminated(logger.run_id, status)
+        self.client.set_terminated(self.run_id, status)
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[MlflowRun]:
@@ -112,9 +128,9 @@ class MlflowRun:
         try:
             yield self
         except KeyboardInterrupt:
-            self.end(self.logger, "KILLED")
+            self.end("KILLED")
             raise
         except BaseException:
-            self.end(self.logger, "FAILED")
+            self.end("FAILED")
             raise
-        self.end(self.logger, "FINISHED")
+        self.end("FINISHED")

@@ -11,6 +11,12 @@ from typing import Any
 log = logging.getLogger(__name__)
 MAX_PARAM_LEN = 6000
 CURRENT: dict[str, str | None] = {"run_id": None}  # the MLflow run created by the current job
+# Set by the sweep callback (tracking/sweep.py) in the multirun's process: every job's run is
+# nested under this parent run. Local, joblib and SLURM jobs all inherit it.
+PARENT_ENV = "MEDPIPE_SWEEP_PARENT_RUN_ID"
+# Set by training on every run (read by the sweep summary and by `medpipe.compare`): the
+# comma-separated metric keys its task kind considers its main ones, in display order.
+MAIN_METRICS_TAG = "medpipe.main_metrics"
 
 
 def tracking_uri(cfg_uri: str | None, mlflow_dir: str) -> str:
@@ -63,8 +69,6 @@ def experiment_id(client: Any, name: str, artifact_location: str | None) -> str:
 def record_failed_job(cfg, err: BaseException) -> str | None:
     """A sweep job that failed before its run existed still gets a FAILED run, with the error."""
     from omegaconf import OmegaConf
-
-    from medpipe.tracking.sweep import PARENT_ENV
 
     try:
         store = configured_store(cfg)

@@ -1,5 +1,6 @@
 """One MLflow parent run per Hydra multirun: every job's run is nested under it, and at the end it
-holds a summary table of its children sorted by the optimised metric and the id of the best one.
+holds a summary table of its children sorted by the optimised metric (with the `test/*` keys of
+the children's main metrics, tag `medpipe.main_metrics`) and the id of the best one.
 
 Registered as a Hydra callback in conf/hydra/default.yaml. Jobs find the parent through the
 environment variable MEDPIPE_SWEEP_PARENT_RUN_ID, which local, joblib and SLURM jobs all inherit.
@@ -14,12 +15,19 @@ import math
 import os
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-PARENT_ENV = "MEDPIPE_SWEEP_PARENT_RUN_ID"
+# PARENT_ENV lives in the light store module (record_failed_job reads it too).
+from medpipe.tracking.store import (
+    MAIN_METRICS_TAG,
+    PARENT_ENV,
+    configured_store,
+    experiment_id,
+)
 
 
 def multirun_ddp_problem(trainer: dict[str, Any], launcher_target: str) -> str | None:
@@ -53,6 +61,27 @@ def multirun_ddp_problem(trainer: dict[str, Any], launcher_target: str) -> str |
     return None
 
 
+def main_test_metrics(runs: list[Any]) -> list[str]:
+    """The `test/*` keys of the runs' main metrics (tag MAIN_METRICS_TAG, set by training for its
+    task kind), in order of first appearance; runs without the tag add none. The summary shows
+    those that some job logged."""
+    keys: dict[str, None] = {}
+    for run in runs:
+        for key in run.data.tags.get(MAIN_METRICS_TAG, "").split(","):
+            if key.strip().startswith("test/"):
+                keys.setdefault(key.strip(), None)
+    return list(keys)
+
+
+def from_jobs(value: Any, runs: list[Any], param: str) -> str:
+    """A config value, or where it is `auto` (each job resolves it, e.g. the monitor from its task
+    kind) the value the jobs logged as `param` (the most common one)."""
+    if value is not None and str(value) != "auto":
+        return str(value)
+    counts = Counter(r.data.params[param] for r in runs if param in r.data.params)
+    return counts.most_common(1)[0][0] if counts else str(value)
+
+
 class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
         self.parent: str | None = None
@@ -65,8 +94,6 @@ class MlflowSweepCallback(Callback):
         if problem := multirun_ddp_problem(trainer, launcher):  # type: ignore[arg-type]
             print(f"medpipe: error: {problem}", file=sys.stderr)
             sys.exit(2)
-        from medpipe.tracking.store import configured_store, experiment_id
-
         tracking = configured_store(config)
         if tracking is None:
             return
@@ -108,13 +135,14 @@ class MlflowSweepCallback(Callback):
         if not self.parent or self.client is None:
             return
         parent, client = self.parent, self.client
-        monitor, mode = str(config.monitor), str(config.monitor_mode)
-        best_key = f"best/{monitor}"
         children = client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
             max_results=10000,
         )
+        monitor = from_jobs(config.get("monitor"), children, "monitor")
+        mode = from_jobs(config.get("monitor_mode"), children, "monitor_mode")
+        best_key = f"best/{monitor}"
 
         def score(run) -> float:
             v = run.data.metrics.get(best_key, math.nan)
@@ -134,6 +162,9 @@ class MlflowSweepCallback(Callback):
         failed = [r for r in children if r not in ok]
         split = {r.info.run_id: r.data.tags.get("hydra.overrides", "").split() for r in children}
         common = set.intersection(*(set(v) for v in split.values())) if split else set()
+        tested = [
+            m for m in main_test_metrics(ok + failed) if any(m in r.data.metrics for r in children)
+        ]
         rows = []
         for rank, r in enumerate(ok + failed, 1):
             rows.append(
@@ -144,12 +175,13 @@ class MlflowSweepCallback(Callback):
                     "status": r.info.status,
                     "overrides": " ".join(o for o in split[r.info.run_id] if o not in common),
                     best_key: r.data.metrics.get(best_key, ""),
-                    "test/auroc": r.data.metrics.get("test/auroc", ""),
+                    **{m: r.data.metrics.get(m, "") for m in tested},
                     "error": r.data.tags.get("error", ""),
                 }
             )
         client.log_text(parent, _markdown(rows), "sweep_summary.md")
         client.log_text(parent, _csv(rows), "sweep_summary.csv")
+        client.set_tag(parent, "sweep.monitor", monitor)  # resolved, where the config said auto
         client.set_tag(parent, "sweep.n_jobs", str(len(children)))
         client.set_tag(parent, "sweep.n_failed", str(len(failed)))
         if ok:

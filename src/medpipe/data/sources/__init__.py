@@ -1,29 +1,34 @@
-"""Data sources: each turns one kind of input (npz, generator, ...) into processed splits."""
+"""Data sources: each turns one kind of input (npz, generator, records, ...) into processed splits.
+Every module of this package registers its sources (`@register_source`); nothing lists them."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from medpipe.data.sources.base import Source, SourceData
-from medpipe.data.sources.cine import SyntheticCineSource
-from medpipe.data.sources.ecg import PhysioNet2017Source, SyntheticECGSource, WFDBSource
-from medpipe.data.sources.medmnist import MedMNISTSource
-from medpipe.data.sources.synthetic import SyntheticLesionsSource
-from medpipe.data.sources.table import TableSource
-
-SOURCES: dict[str, type[Source]] = {
-    "medmnist": MedMNISTSource,
-    "synthetic_lesions": SyntheticLesionsSource,
-    "physionet2017": PhysioNet2017Source,
-    "wfdb": WFDBSource,
-    "table": TableSource,
-    "synthetic_ecg": SyntheticECGSource,
-    "synthetic_cine": SyntheticCineSource,
-}
+from medpipe.data.sources.base import (
+    SOURCES,
+    DataOptions,
+    Source,
+    SourceData,
+    register_source,
+    source_class,
+)
+from medpipe.errors import ConfigError
 
 
 def make_source(data_cfg: dict[str, Any], raw_dir: str) -> Source:
-    return SOURCES[data_cfg["source"]](data_cfg, raw_dir)
+    cls, problem = source_class(data_cfg.get("source"))
+    if cls is None:
+        raise ConfigError(problem or "data.source: unknown")
+    return cls(data_cfg, raw_dir)
 
 
-__all__ = ["SOURCES", "Source", "SourceData", "make_source"]
+__all__ = [
+    "SOURCES",
+    "DataOptions",
+    "Source",
+    "SourceData",
+    "make_source",
+    "register_source",
+    "source_class",
+]

@@ -1,14 +1,38 @@
-"""What a source provides: a description to fingerprint, and the splits with their labels."""
+"""What a source provides: its options, a description to fingerprint, and the splits with their
+labels; and the source registry (`@register_source("name")`), which the config check, the data
+folder check and preparation read. No torch here: data errors come before torch is imported."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from medpipe.data.processed import SPLITS, Split
+from medpipe.registry import Registry, locate
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+DATA_KINDS = ("image", "volume", "signal", "frames")
+
+
+class DataOptions(BaseModel):
+    """The keys every data config has (conf/data/*.yaml); a source's `Options` extends it with its
+    own. Closed: a key no source reads is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    source: str
+    kind: Literal["image", "volume", "signal", "frames"]
+    normalize: Literal["unit", "zscore", "none"] = "zscore"
+    batch_size: PosInt
+    loader: Literal["auto", "memory", "workers"] = "auto"
+    num_workers: NonNegInt = 0
+    pin_memory: bool = False
 
 
 @dataclass
@@ -23,10 +47,18 @@ class SourceData:
 
 
 class Source:
-    """Base class; subclasses read their own keys of the data config."""
+    """Base class; subclasses read their own keys of the data config, declared in `Options`.
+
+    `path_keys`: the option keys naming input files (False) or folders (True), checked to exist
+    before anything runs.
+    """
+
+    Options: ClassVar[type[DataOptions]] = DataOptions
+    path_keys: ClassVar[dict[str, bool]] = {}
+    name: ClassVar[str] = ""
 
     def __init__(self, cfg: dict[str, Any], raw_dir: str):
-        self.cfg = cfg
+        self.cfg = cfg  # checked against Options by medpipe.config before any source is built
         self.raw_dir = raw_dir
 
     def describe(self) -> dict[str, Any]:
@@ -47,3 +79,36 @@ def generated_splits(
         x, y = make(int(cfg[f"n_{split}"]), np.random.default_rng([int(cfg["seed"]), i]))
         splits[split] = Split(x, y)
     return splits
+
+
+SOURCES: Registry[type[Source]] = Registry("data source", "medpipe.data.sources")
+
+
+def register_source(name: str):
+    """Class decorator: `data.source: <name>` selects the class."""
+
+    def add(cls: type[Source]) -> type[Source]:
+        if not (isinstance(cls, type) and issubclass(cls, Source)):
+            raise TypeError(f"{cls!r}: a data source subclasses medpipe.data.sources.base.Source")
+        cls.name = name
+        return SOURCES.register(name, cls)
+
+    return add
+
+
+def source_class(name: Any) -> tuple[type[Source] | None, str | None]:
+    """(class, None) for a registered source name, or an import path to a registered Source
+    subclass in your own module (importing it registers it); else (None, the problem)."""
+    if not isinstance(name, str) or not name:
+        return None, "data.source: missing; name a data source"
+    cls = SOURCES.get(name)
+    if cls is None and "." in name:
+        try:
+            cls = locate(name)
+        except (ImportError, AttributeError) as err:
+            return None, f"data.source: cannot import '{name}' ({type(err).__name__}: {err})"
+        if cls not in [c for _, c in SOURCES.items()]:
+            return None, f"data.source: '{name}' is not a registered data source (@register_source)"
+    if cls is None:
+        return None, SOURCES.unknown("data.source", name)
+    return cls, None

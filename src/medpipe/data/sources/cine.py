@@ -22,12 +22,19 @@ Layout: x uint8 (N, 1, T, H, W), channels first like volumes (time is the depth 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field
 from scipy.ndimage import gaussian_filter
 
-from medpipe.data.sources.base import Source, SourceData, generated_splits
+from medpipe.data.sources.base import (
+    DataOptions,
+    Source,
+    SourceData,
+    generated_splits,
+    register_source,
+)
 
 CLASSES = ["shrinking", "growing"]
 
@@ -139,7 +146,18 @@ def _growing(n: int, frames: int, size: int, noise: float, rng: np.random.Genera
     return np.clip((img - lo) * f32(255.0 / (hi - lo)), 0, 255).round().astype(np.uint8)
 
 
+@register_source("synthetic_cine")
 class SyntheticCineSource(Source):
+    class Options(DataOptions):
+        kind: Literal["frames"]
+        seed: int
+        frames: Annotated[int, Field(ge=2, le=256)]
+        image_size: Annotated[int, Field(ge=16, le=256)]
+        n_train: Annotated[int, Field(ge=2)]
+        n_val: Annotated[int, Field(ge=2)]
+        n_test: Annotated[int, Field(ge=2)]
+        noise: Annotated[float, Field(ge=0)]
+
     def describe(self) -> dict[str, Any]:
         keys = ("seed", "frames", "image_size", "n_train", "n_val", "n_test", "noise")
         return {"source": "synthetic_cine", **{k: self.cfg[k] for k in keys}}

@@ -10,18 +10,89 @@ from __future__ import annotations
 import logging
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medpipe.data import signal
 from medpipe.data.processed import SPLITS, Split, fingerprint, sha256_file
-from medpipe.data.sources.base import Source, SourceData
+from medpipe.data.sources.base import (
+    DataOptions,
+    NonNegInt,
+    PosInt,
+    Source,
+    SourceData,
+    register_source,
+)
 from medpipe.errors import DataError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SPLIT = (0.7, 0.1, 0.2)
+
+
+# -- options shared by the signal sources --------------------------------------------------------
+Fractions = Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=3, max_length=3)]
+PosFloat = Annotated[float, Field(gt=0)]
+
+
+class SignalWindow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["fixed", "sliding", "none"] = "none"
+    length: PosInt | None = None  # samples at the final rate (a maximum for mode none)
+    stride: PosInt | None = None
+
+
+class SignalPreprocess(BaseModel):
+    """The data config's `preprocess:` block, read by medpipe.data.signal."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resample_hz: PosFloat | None = None
+    bandpass: Annotated[list[PosFloat], Field(min_length=2, max_length=2)] | None = None
+    bandpass_order: Annotated[int, Field(ge=1, le=10)] = 3
+    zscore: bool = False
+    window: SignalWindow = SignalWindow()
+
+
+class SignalOptions(DataOptions):
+    """Options of every signal source: the preprocessing block and its checks."""
+
+    kind: Literal["signal"]
+    preprocess: SignalPreprocess = SignalPreprocess()
+
+    def _native_fs(self) -> float | None:
+        return None
+
+    def _split_problem(self, split: list[float] | None) -> None:
+        if split is None:
+            return
+        if abs(sum(split) - 1) > 1e-6 or split[0] <= 0 or split[2] <= 0:
+            raise ValueError(
+                f"split: train/val/test fractions {split} must be positive (val may be 0 only "
+                "with a test file) and sum to 1"
+            )
+
+    @model_validator(mode="after")
+    def _check_preprocess(self):
+        p, w = self.preprocess, self.preprocess.window
+        if p.bandpass is not None:
+            low, high = p.bandpass
+            if not low < high:
+                raise ValueError(f"preprocess.bandpass: low {low} Hz must be below high {high} Hz")
+            fs = p.resample_hz or self._native_fs()
+            if fs is not None and high >= fs / 2:
+                raise ValueError(
+                    f"preprocess.bandpass: high {high} Hz must be below fs/2 = {fs / 2:g} Hz "
+                    f"(fs {fs:g} Hz after resampling)"
+                )
+        if w.mode in ("fixed", "sliding") and w.length is None:
+            raise ValueError(f"preprocess.window.length: required by window.mode={w.mode}")
+        if w.mode == "sliding" and w.stride is None:
+            raise ValueError("preprocess.window.stride: required by window.mode=sliding")
+        return self
 
 
 # -- shared helpers --------------------------------------------------------------------------------
@@ -113,6 +184,7 @@ PHYSIONET2017_GAIN = 1000.0  # adu per mV
 PHYSIONET2017_URL = "https://physionet.org/content/challenge-2017/1.0.0/"
 
 
+@register_source("physionet2017")
 class PhysioNet2017Source(Source):
     """Single-lead AliveCor ECGs: <record>.mat (`val` int16 (1, n), 1000 adu/mV, 300 Hz) listed with
     their rhythm label (N normal, A atrial fibrillation, O other, ~ noisy) in REFERENCE.csv.
@@ -120,6 +192,29 @@ class PhysioNet2017Source(Source):
     Only the records listed in the reference file are read; they are split by record, stratified
     by label and seeded, before any windowing, so no recording contributes to two splits.
     """
+
+    class Options(SignalOptions):
+        path: str | None = None
+        reference: Annotated[str, Field(min_length=1)] = "REFERENCE.csv"
+        split: Fractions = [0.7, 0.1, 0.2]
+        seed: int = 0
+
+        def _native_fs(self) -> float | None:
+            return 300.0
+
+        @model_validator(mode="after")
+        def _check(self):
+            if not self.path:
+                raise ValueError(
+                    "path: required: the folder holding the A*.mat records and REFERENCE.csv; set "
+                    f"data.path=FOLDER or PHYSIONET2017_DIR (download: {PHYSIONET2017_URL})"
+                )
+            self._split_problem(self.split)
+            if self.split[1] <= 0:
+                raise ValueError("split: the val fraction must be positive")
+            return self
+
+    path_keys = {"path": True}
 
     def _reference(self) -> tuple[Path, list[tuple[str, int]]]:
         folder = folder_of(self.cfg)
@@ -260,6 +355,7 @@ AAMI_SYMBOLS = {
 }
 
 
+@register_source("wfdb")
 class WFDBSource(Source):
     """WFDB records (<rec>.hea, its signal files, <rec>.<annotator>) with beat annotations.
 
@@ -273,6 +369,38 @@ class WFDBSource(Source):
     70% train, next 10% val, last 20% test, per `split`) before windowing, so no window overlaps
     another split. Windows holding fewer than 2 beats have no rate and are counted, not kept.
     """
+
+    class Options(SignalOptions):
+        path: str | None = None
+        records: Annotated[list[str | int], Field(min_length=1)]
+        channel: NonNegInt | str | Annotated[list[NonNegInt | str], Field(min_length=1)] = 0
+        annotator: Annotated[str, Field(min_length=1)] = "atr"
+        target: Literal["beats", "heart_rate"] = "beats"
+        window_before: PosFloat = 0.25
+        window_after: PosFloat = 0.45
+        hr_window_s: PosFloat = 10.0
+        hr_stride_s: PosFloat = 5.0
+        split: Fractions = [0.7, 0.1, 0.2]
+        seed: int = 0
+
+        @model_validator(mode="after")
+        def _check(self):
+            if not self.path:
+                raise ValueError(
+                    "path: required: the folder holding the WFDB records (.hea/.dat/.atr)"
+                )
+            self._split_problem(self.split)
+            if self.split[1] <= 0:
+                raise ValueError("split: the val fraction must be positive")
+            w = self.preprocess.window
+            if w.mode != "none" or w.length is not None:
+                raise ValueError(
+                    "preprocess.window: not used by source wfdb (beat windows come from "
+                    "window_before/window_after, heart-rate windows from hr_window_s/hr_stride_s)"
+                )
+            return self
+
+    path_keys = {"path": True}
 
     def _records(self) -> list[str]:
         recs = self.cfg.get("records") or []
@@ -497,9 +625,33 @@ def simulate_ecg(
     return x.astype(np.float32), float(true_rate)
 
 
+@register_source("synthetic_ecg")
 class SyntheticECGSource(Source):
     """Synthetic single-lead ECGs whose heart rate, drawn uniformly from `heart_rate` [lo, hi] bpm,
     is the regression target; one independent random stream per split."""
+
+    class Options(SignalOptions):
+        seed: int
+        n_train: Annotated[int, Field(ge=2)]
+        n_val: Annotated[int, Field(ge=2)]
+        n_test: Annotated[int, Field(ge=2)]
+        duration_s: Annotated[float, Field(gt=0, le=600)]
+        fs: Annotated[float, Field(ge=50, le=2000)]
+        heart_rate: Annotated[
+            list[Annotated[float, Field(ge=20, le=250)]], Field(min_length=2, max_length=2)
+        ]
+        noise: Annotated[float, Field(ge=0)]
+        baseline_wander: Annotated[float, Field(ge=0)] = 0.0
+
+        def _native_fs(self) -> float | None:
+            return self.fs
+
+        @model_validator(mode="after")
+        def _check(self):
+            lo, hi = self.heart_rate
+            if lo > hi:
+                raise ValueError(f"heart_rate: [low, high] bpm, got low {lo} > high {hi}")
+            return self
 
     KEYS = ("seed", "n_train", "n_val", "n_test", "duration_s", "fs", "heart_rate", "noise")
 

@@ -8,13 +8,14 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from medpipe.data.catalog import CATALOG, MedMNISTInfo
 from medpipe.data.processed import SPLITS, Split, sha256_file
-from medpipe.data.sources.base import Source, SourceData
+from medpipe.data.sources.base import DataOptions, Source, SourceData, register_source
 from medpipe.errors import DataError
 
 
@@ -47,7 +48,37 @@ def download(url: str, dest: Path, md5: str | None, timeout: float = 60.0) -> Pa
     return dest
 
 
+@register_source("medmnist")
 class MedMNISTSource(Source):
+    class Options(DataOptions):
+        flag: Annotated[str, Field(min_length=1)]
+        size: Literal[28, 64, 128, 224] = 28
+        path: str | None = None
+        mirror: str | None = None
+        download: bool = True
+        verify_md5: bool = True
+        url: str | None = None
+
+        @model_validator(mode="after")
+        def _check(self):
+            from medpipe.data.catalog import CATALOG
+
+            info = CATALOG.get(self.flag)
+            if info is None and not self.path:
+                raise ValueError(
+                    f"flag: unknown MedMNIST flag '{self.flag}'; known: {', '.join(sorted(CATALOG))} "
+                    "(or give data.path to a MedMNIST-format npz)"
+                )
+            if info is not None and self.size not in info.md5:
+                raise ValueError(
+                    f"size: {self.flag} comes in sizes {sorted(info.md5)}, not {self.size}"
+                )
+            if info is not None and info.kind != self.kind:
+                raise ValueError(f"kind: {self.flag} is {info.kind} data, not {self.kind}")
+            return self
+
+    path_keys = {"path": False, "mirror": True}
+
     def _info(self) -> MedMNISTInfo | None:
         return CATALOG.get(self.cfg["flag"])
 
@@ -108,6 +139,12 @@ class MedMNISTSource(Source):
         info = self._info()
         kind = info.kind if info else self.cfg.get("kind", "image")
         raw = read_medmnist_npz(path)
+        if info is not None and self.cfg.get("path"):  # no MD5 vouches for data.path
+            from medpipe.data.catalog_check import catalogue_error, catalogue_mismatches
+
+            size = int(self.cfg.get("size", 28))
+            if mismatches := catalogue_mismatches(info, size, raw):
+                raise DataError(catalogue_error(path, info, size, mismatches, raw["train"][0]))
         splits = {s: Split(_to_channels_first(raw[s][0], kind, path, s), raw[s][1]) for s in SPLITS}
         if info is not None:
             task, classes = (

@@ -9,12 +9,19 @@ small CNN, which can detect the local shape, learns the task.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 from scipy.ndimage import gaussian_filter
 
-from medpipe.data.sources.base import Source, SourceData, generated_splits
+from medpipe.data.sources.base import (
+    DataOptions,
+    Source,
+    SourceData,
+    generated_splits,
+    register_source,
+)
 
 CLASSES = ["no lesion", "lesion"]
 
@@ -66,7 +73,17 @@ def make_lesion_images(
     return x[:, None], labels
 
 
+@register_source("synthetic_lesions")
 class SyntheticLesionsSource(Source):
+    class Options(DataOptions):
+        seed: int
+        image_size: Annotated[int, Field(ge=16, le=512)]
+        n_train: Annotated[int, Field(ge=2)]
+        n_val: Annotated[int, Field(ge=2)]
+        n_test: Annotated[int, Field(ge=2)]
+        prevalence: Annotated[float, Field(gt=0, lt=1)]
+        noise: Annotated[float, Field(ge=0)]
+
     def describe(self) -> dict[str, Any]:
         keys = ("seed", "image_size", "n_train", "n_val", "n_test", "prevalence", "noise")
         return {"source": "synthetic_lesions", **{k: self.cfg[k] for k in keys}}

@@ -7,14 +7,22 @@ is not a number, NaN or inf is a DataError naming the file and line.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from medpipe.data import signal
 from medpipe.data.processed import SPLITS, Split, sha256_file
-from medpipe.data.sources.base import Source, SourceData
-from medpipe.data.sources.ecg import DEFAULT_SPLIT, _preprocess_desc, split_indices
+from medpipe.data.sources.base import Source, SourceData, register_source
+from medpipe.data.sources.ecg import (
+    DEFAULT_SPLIT,
+    Fractions,
+    PosFloat,
+    SignalOptions,
+    _preprocess_desc,
+    split_indices,
+)
 from medpipe.errors import DataError
 
 DELIMITERS = {",": ",", "\t": "\t", "tab": "\t", "comma": ",", "whitespace": None}
@@ -98,9 +106,41 @@ def read_table(
     return x, labels, linenos
 
 
+@register_source("table")
 class TableSource(Source):
     """One single-channel series per row; `test_path` (optional) holds the test rows, otherwise
     the rows are split train/val/test (stratified for classification, seeded)."""
+
+    class Options(SignalOptions):
+        path: str | None = None
+        test_path: str | None = None
+        delimiter: Literal["auto", ",", "\t", "tab", "comma", "whitespace"] = "auto"
+        label_column: Literal["first", "last"] = "last"
+        header: bool = False
+        fs: PosFloat
+        task: Literal["binary", "multiclass", "regression"] = "multiclass"
+        classes: Annotated[list[str | int], Field(min_length=1)] | None = None
+        split: Fractions = [0.7, 0.1, 0.2]
+        seed: int = 0
+
+        def _native_fs(self) -> float | None:
+            return self.fs
+
+        @model_validator(mode="after")
+        def _check(self):
+            if not self.path:
+                raise ValueError("path: required: the delimited text file, one series per row")
+            self._split_problem(self.split)
+            if self.test_path is None and self.split[1] <= 0:
+                raise ValueError("split: the val fraction must be positive")
+            n = len(self.classes or [])
+            if self.task == "regression" and n > 1:
+                raise ValueError(f"classes: regression takes one name (the target's), not {n}")
+            if self.task == "binary" and n not in (0, 2):
+                raise ValueError(f"classes: task binary takes 2 class names, not {n}")
+            return self
+
+    path_keys = {"path": False, "test_path": False}
 
     def _paths(self) -> tuple[Path, Path | None]:
         if not self.cfg.get("path"):

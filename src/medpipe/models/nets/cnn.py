@@ -3,27 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from torch import nn
 
+from medpipe.models.nets.registry import NetOptions, register_net
 
+__all__ = ["SimpleCNN"]
+
+
+@register_net(explain_layer="features")
 class SimpleCNN(nn.Module):
     """Conv(k x k, 'same')-[BN]-ReLU-MaxPool(2) per entry of `channels`, then flatten,
     Dense(hidden)-ReLU-Dropout and a linear output layer. 2D (image) input (B, C, H, W)."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_outputs: int,
-        spatial_shape: Sequence[int],
-        channels: Sequence[int] = (32, 64, 128),
-        kernel_size: int = 3,
-        hidden: int = 512,
-        dropout: float = 0.5,
-        batch_norm: bool = False,
-    ):
+    class Options(NetOptions):
+        channels: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)] = [32, 64, 128]
+        kernel_size: Annotated[int, Field(gt=0)] = 3
+        hidden: Annotated[int, Field(ge=0)] = 512  # width of the dense layer (0: none)
+        dropout: Annotated[float, Field(ge=0, lt=1)] = 0.5
+        batch_norm: bool = False
+
+    def __init__(self, in_channels: int, num_outputs: int, spatial_shape: Sequence[int], **options):
         super().__init__()
+        o = self.Options(**options)
+        channels, kernel_size, hidden, dropout, batch_norm = (
+            o.channels, o.kernel_size, o.hidden, o.dropout, o.batch_norm
+        )  # fmt: skip
         if len(spatial_shape) != 2:
             raise ValueError(f"SimpleCNN reads 2D images; got spatial shape {tuple(spatial_shape)}")
         layers: list[nn.Module] = []

@@ -9,13 +9,18 @@ SliceCNN: the same per-slice 2D CNN with a linear head per slice, logits average
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
-from medpipe.models.nets.rnn import RNNHead, length_mask
+from medpipe.models.nets.registry import NetOptions, register_net
+from medpipe.models.nets.rnn import RNNHead, RNNOptions, length_mask
+
+__all__ = ["CRNN1D", "CRNN2D", "SliceCNN"]
+PosInt = Annotated[int, Field(gt=0)]
 
 
 def conv_out_length(
@@ -25,6 +30,7 @@ def conv_out_length(
     return ((lengths + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1).clamp(min=1)
 
 
+@register_net(explain_layer="blocks")
 class CRNN1D(nn.Module):
     """Per entry of `channels`: Conv1d(kernel_size, 'same')-[BN]-ReLU-MaxPool1d(pool), then an
     RNNHead (options in `rnn`, see RNNHead) over the pooled feature sequence.
@@ -38,25 +44,31 @@ class CRNN1D(nn.Module):
     positions in its batch statistics; in eval mode it is per-position and exact.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_outputs: int,
-        spatial_shape: Sequence[int],
-        channels: Sequence[int] = (32, 64, 64),
-        kernel_size: int = 7,
-        pool: int | Sequence[int] = 2,
-        batch_norm: bool = True,
-        rnn: Mapping[str, Any] | None = None,
-    ):
+    class Options(NetOptions):
+        channels: Annotated[list[PosInt], Field(min_length=1)] = [32, 64, 64]
+        kernel_size: PosInt = 7
+        pool: PosInt | Annotated[list[PosInt], Field(min_length=1)] = 2  # stride per block
+        batch_norm: bool = True
+        rnn: RNNOptions = RNNOptions()
+
+        @model_validator(mode="after")
+        def _pools(self):
+            if isinstance(self.pool, list) and len(self.pool) != len(self.channels):
+                raise ValueError(
+                    f"pool: {len(self.pool)} strides for {len(self.channels)} conv blocks "
+                    "(channels)"
+                )
+            return self
+
+    def __init__(self, in_channels: int, num_outputs: int, spatial_shape: Sequence[int], **options):
         super().__init__()
+        o = self.Options(**options)
+        channels, kernel_size, batch_norm = o.channels, o.kernel_size, o.batch_norm
         if len(spatial_shape) != 1:
             raise ValueError(
                 f"CRNN1D reads signals (C, T); got spatial shape {tuple(spatial_shape)}"
             )
-        pools = [pool] * len(channels) if isinstance(pool, int) else list(pool)
-        if len(pools) != len(channels):
-            raise ValueError(f"pool: {len(pools)} strides for {len(channels)} conv blocks")
+        pools = [o.pool] * len(channels) if isinstance(o.pool, int) else list(o.pool)
         self.blocks = nn.ModuleList()
         self.pools = nn.ModuleList()
         self.strides = pools
@@ -78,7 +90,7 @@ class CRNN1D(nn.Module):
             raise ValueError(
                 f"pool: strides {pools} shrink {total}x, more than the {spatial_shape[0]} samples"
             )
-        self.head = RNNHead(c_in, num_outputs, **dict(rnn or {}))
+        self.head = RNNHead(c_in, num_outputs, o.rnn)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if lengths is not None:
@@ -152,27 +164,33 @@ def encode_slices(encoder: nn.Module, x: torch.Tensor, axis: int, context: int =
     return feats.view(n, s, -1)
 
 
+class SliceEncoderOptions(NetOptions):
+    """The 2D CNN shared by every slice or frame (SliceCNN and CRNN2D)."""
+
+    channels: Annotated[list[PosInt], Field(min_length=1)] = [32, 64, 128]
+    kernel_size: PosInt = 3
+    batch_norm: bool = True
+    feature_dim: Annotated[int, Field(ge=0)] = 0  # width of a Linear-ReLU on pooled features
+    axis: Literal[0, 1, 2] = 0  # slicing axis of (D, H, W)
+    context: Annotated[int, Field(ge=0, le=8)] = 0  # neighbours read with each slice
+
+
 class SliceFeatures(nn.Module):
     """(N, C, D, H, W) -> (N, S, F): a SliceEncoder over every slice along spatial `axis`, each
     slice read with `context` neighbours on either side as channels (see encode_slices)."""
 
     def __init__(
-        self,
-        name: str,
-        in_channels: int,
-        spatial_shape: Sequence[int],
-        channels: Sequence[int],
-        kernel_size: int,
-        batch_norm: bool,
-        feature_dim: int,
-        axis: int,
-        context: int,
+        self, name: str, in_channels: int, spatial_shape: Sequence[int], o: SliceEncoderOptions
     ):
         super().__init__()
-        _check_volume(name, spatial_shape, axis)
-        self.axis, self.context = axis, context
+        _check_volume(name, spatial_shape, o.axis)
+        self.axis, self.context = o.axis, o.context
         self.encoder = SliceEncoder(
-            in_channels * (2 * context + 1), channels, kernel_size, batch_norm, feature_dim
+            in_channels * (2 * o.context + 1),
+            o.channels,
+            o.kernel_size,
+            o.batch_norm,
+            o.feature_dim,
         )
         self.out_features = self.encoder.out_features
 
@@ -180,60 +198,40 @@ class SliceFeatures(nn.Module):
         return encode_slices(self.encoder, x, self.axis, self.context)
 
 
+@register_net(explain_layer="slices.encoder")
 class CRNN2D(nn.Module):
     """A SliceEncoder shared by every slice along spatial `axis` (0: depth of a volume, or time of
     a frame sequence), then an RNNHead (options in `rnn`) over the slice features in order.
     `lengths`, if given, counts the valid slices along `axis`."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_outputs: int,
-        spatial_shape: Sequence[int],
-        channels: Sequence[int] = (32, 64, 128),
-        kernel_size: int = 3,
-        batch_norm: bool = True,
-        feature_dim: int = 0,
-        axis: int = 0,
-        rnn: Mapping[str, Any] | None = None,
-        context: int = 0,
-    ):
+    class Options(SliceEncoderOptions):
+        rnn: RNNOptions = RNNOptions()
+
+    def __init__(self, in_channels: int, num_outputs: int, spatial_shape: Sequence[int], **options):
         super().__init__()
-        self.slices = SliceFeatures(
-            "CRNN2D", in_channels, spatial_shape, channels, kernel_size, batch_norm, feature_dim,
-            axis, context,
-        )  # fmt: skip
-        self.head = RNNHead(self.slices.out_features, num_outputs, **dict(rnn or {}))
+        o = self.Options(**options)
+        self.slices = SliceFeatures("CRNN2D", in_channels, spatial_shape, o)
+        self.head = RNNHead(self.slices.out_features, num_outputs, o.rnn)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.slices(x), lengths)
 
 
+@register_net(explain_layer="slices.encoder")
 class SliceCNN(nn.Module):
     """2.5D: a SliceEncoder and a linear head applied to every slice along spatial `axis`, the
     logits averaged over the slices (over the valid ones when `lengths` counts them). Averaging
     logits of a linear head equals the head applied to the averaged slice features, so this is
     also "2D features, averaged over slices, then one classifier" (dropout aside)."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_outputs: int,
-        spatial_shape: Sequence[int],
-        channels: Sequence[int] = (32, 64, 128),
-        kernel_size: int = 3,
-        batch_norm: bool = True,
-        feature_dim: int = 0,
-        dropout: float = 0.0,
-        axis: int = 0,
-        context: int = 0,
-    ):
+    class Options(SliceEncoderOptions):
+        dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # before the per-slice linear head
+
+    def __init__(self, in_channels: int, num_outputs: int, spatial_shape: Sequence[int], **options):
         super().__init__()
-        self.slices = SliceFeatures(
-            "SliceCNN", in_channels, spatial_shape, channels, kernel_size, batch_norm, feature_dim,
-            axis, context,
-        )  # fmt: skip
-        self.dropout = nn.Dropout(dropout)
+        o = self.Options(**options)
+        self.slices = SliceFeatures("SliceCNN", in_channels, spatial_shape, o)
+        self.dropout = nn.Dropout(o.dropout)
         self.out = nn.Linear(self.slices.out_features, num_outputs)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated, Literal
 
 import torch
 from monai.networks.nets import ResNet as MonaiResNet
+from pydantic import Field
 from torch import nn
+
+from medpipe.models.nets.registry import NetOptions, register_net
+
+__all__ = ["ResNet"]
 
 _LAYERS = {
     10: ("basic", [1, 1, 1, 1]),
@@ -19,22 +25,21 @@ _LAYERS = {
 }
 
 
+@register_net(explain_layer="net.layer4")
 class ResNet(nn.Module):
     """stem='small': 3x3 stride-1 first convolution and no max-pool (MedMNIST's ResNet at 28 px);
     stem='imagenet': 7x7 stride-2 convolution followed by max-pool."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_outputs: int,
-        spatial_shape: Sequence[int],
-        depth: int = 18,
-        stem: str = "small",
-        widen_factor: float = 1.0,
-    ):
+    class Options(NetOptions):
+        depth: Literal[10, 18, 34, 50, 101, 152, 200] = 18
+        stem: Literal["small", "imagenet"] = "small"
+        widen_factor: Annotated[float, Field(gt=0)] = 1.0
+
+    def __init__(self, in_channels: int, num_outputs: int, spatial_shape: Sequence[int], **options):
         super().__init__()
-        block, layers = _LAYERS[depth]
-        small = stem == "small"
+        o = self.Options(**options)
+        block, layers = _LAYERS[o.depth]
+        small = o.stem == "small"
         self.net = MonaiResNet(
             block=block,
             layers=layers,
@@ -45,7 +50,7 @@ class ResNet(nn.Module):
             conv1_t_stride=1 if small else 2,
             no_max_pool=small,
             shortcut_type="B",
-            widen_factor=widen_factor,
+            widen_factor=o.widen_factor,
             num_classes=num_outputs,
             bias_downsample=False,
         )

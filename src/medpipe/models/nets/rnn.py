@@ -12,12 +12,28 @@ same output (up to float rounding).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
+from medpipe.models.nets.registry import NetOptions, register_net
+
+__all__ = ["RNN", "RNNHead", "RNNOptions"]
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
-POOLINGS = ("last", "mean", "attention")
+
+
+class RNNOptions(NetOptions):
+    """The recurrent part shared by RNN, CRNN1D and CRNN2D (RNNHead)."""
+
+    cell: Literal["lstm", "gru"] = "lstm"
+    hidden_size: Annotated[int, Field(gt=0)] = 64  # units per direction
+    num_layers: Annotated[int, Field(gt=0)] = 2
+    bidirectional: bool = True
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    pooling: Literal["last", "mean", "attention"] = "attention"
+    input_proj: Annotated[int, Field(ge=0)] = 0  # width of a Linear-ReLU per step (0: none)
 
 
 def length_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
@@ -35,23 +51,13 @@ class RNNHead(nn.Module):
     (Linear-Tanh-Linear), softmax over the valid steps, the weighted sum of the outputs.
     """
 
-    def __init__(
-        self,
-        input_size: int,
-        num_outputs: int,
-        cell: str = "lstm",
-        hidden_size: int = 64,
-        num_layers: int = 2,
-        bidirectional: bool = True,
-        dropout: float = 0.0,
-        pooling: str = "attention",
-        input_proj: int = 0,
-    ):
+    def __init__(self, input_size: int, num_outputs: int, options: RNNOptions | dict[str, Any]):
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"cell: '{cell}' is not one of {', '.join(CELLS)}")
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling: '{pooling}' is not one of {', '.join(POOLINGS)}")
+        o = options if isinstance(options, RNNOptions) else RNNOptions(**options)
+        cell, hidden_size, num_layers, dropout, pooling, input_proj = (
+            o.cell, o.hidden_size, o.num_layers, o.dropout, o.pooling, o.input_proj
+        )  # fmt: skip
+        bidirectional = o.bidirectional
         self.pooling = pooling
         self.directions = 2 if bidirectional else 1
         self.input_proj: nn.Module = nn.Identity()
@@ -145,43 +151,24 @@ def _reverse(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
     return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
 
 
+@register_net
 class RNN(nn.Module):
     """An LSTM/GRU reading a signal (N, C, T) one sample at a time (C features per step); see
     RNNHead for the options. Long signals are slow to read this way (one step per sample):
     `frame=f` makes each step read f consecutive samples (a vector of C*f values), f times fewer
     steps; CRNN1D shortens them with convolutions instead."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_outputs: int,
-        spatial_shape: Sequence[int],
-        cell: str = "lstm",
-        hidden_size: int = 64,
-        num_layers: int = 2,
-        bidirectional: bool = True,
-        dropout: float = 0.0,
-        pooling: str = "attention",
-        input_proj: int = 0,
-        frame: int = 1,
-    ):
+    class Options(RNNOptions):
+        frame: Annotated[int, Field(gt=0)] = 1  # samples read per step
+
+    def __init__(self, in_channels: int, num_outputs: int, spatial_shape: Sequence[int], **options):
         super().__init__()
+        o = self.Options(**options)
         if len(spatial_shape) != 1:
             raise ValueError(f"RNN reads signals (C, T); got spatial shape {tuple(spatial_shape)}")
-        if frame < 1:
-            raise ValueError(f"frame: samples per step must be >= 1, got {frame}")
-        self.frame = frame
-        self.head = RNNHead(
-            in_channels * frame,
-            num_outputs,
-            cell=cell,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            bidirectional=bidirectional,
-            dropout=dropout,
-            pooling=pooling,
-            input_proj=input_proj,
-        )
+        self.frame = o.frame
+        head = RNNOptions(**o.model_dump(exclude={"frame"}))
+        self.head = RNNHead(in_channels * o.frame, num_outputs, head)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         f = self.frame

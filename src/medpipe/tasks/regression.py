@@ -7,37 +7,49 @@ are in the target's own units.
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torchmetrics import MeanAbsoluteError
 
 from medpipe.data.processed import DatasetMeta
-from medpipe.evaluation.metrics import RegressionMetrics
-from medpipe.models.task import MedTask
+from medpipe.evaluation.metrics import REGRESSION_METRICS, RegressionMetrics
+from medpipe.tasks.base import MedTask
+from medpipe.tasks.kinds import TaskKind, register_task_kind
 
-LOSSES = ("mse", "mae", "huber")
+
+class RegressionOptions(BaseModel):
+    """Read from the `model` config section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    loss: Literal["mse", "mae", "huber"] = "mse"  # on the z-scored target
+    huber_delta: Annotated[float, Field(gt=0)] = 1.0  # in standard units of the target
 
 
 class RegressionTask(MedTask):
+    Options = RegressionOptions
     train_metric_name = "mae"
 
-    def __init__(
-        self,
-        net: nn.Module,
-        meta: DatasetMeta,
-        loss: str = "mse",
-        huber_delta: float = 1.0,
-        **common: Any,
-    ):
-        """`common`: MedTask's options (normalize, optimizer, scheduler, max_epochs, ...)."""
+    @staticmethod
+    def num_outputs(meta: DatasetMeta, options: RegressionOptions) -> int:
+        return 1
+
+    @staticmethod
+    def option_problems(meta: DatasetMeta, options: RegressionOptions) -> list[str]:
+        return []
+
+    def __init__(self, net: nn.Module, meta: DatasetMeta, options: Any = None, **common: Any):
+        """`options`: RegressionOptions (or its dict); `common`: MedTask's settings."""
         super().__init__(net, meta, **common)
-        if loss not in LOSSES:
-            raise ValueError(f"unknown regression loss '{loss}'; use one of {', '.join(LOSSES)}")
-        self.loss_name = loss
-        self.huber_delta = float(huber_delta)
+        o = self.Options.model_validate(options or {})
+        self.options = o
+        self.loss_name = o.loss
+        self.huber_delta = float(o.huber_delta)
         self.register_buffer("target_mean", torch.tensor(float(meta.target_mean)))
         self.register_buffer("target_std", torch.tensor(float(meta.target_std)))
         self.val_metrics = RegressionMetrics()
@@ -60,6 +72,18 @@ class RegressionTask(MedTask):
             return F.l1_loss(pred, z)
         return F.huber_loss(pred, z, delta=self.huber_delta)
 
+    def write_report(self, out_dir: Path) -> dict[str, Path]:
+        """Predicted-vs-true and residual plots and the error report of the test outputs."""
+        from medpipe.evaluation.report import write_regression_report
+
+        if self.test_outputs is None:
+            return {}
+        out, target = (t.numpy() for t in self.test_outputs)
+        return write_regression_report(out, target, self.meta.classes[0], out_dir)
+
+    def inference_model(self) -> nn.Module:
+        return RegressionInferenceModel(self)
+
 
 class RegressionInferenceModel(nn.Module):
     """What is exported to MLflow: raw samples (stored scale, float32) in, values (N,) out."""
@@ -74,3 +98,16 @@ class RegressionInferenceModel(nn.Module):
         x = self.preprocess(x)
         raw = self.net(x) if lengths is None else self.net(x, lengths=lengths)
         return raw[:, 0] * self.target_std + self.target_mean
+
+
+KIND = register_task_kind(
+    TaskKind(
+        name="regression",
+        module=RegressionTask,
+        data_tasks=("regression",),
+        metrics=REGRESSION_METRICS,
+        main_metrics=("mae", "rmse", "r2"),
+        monitor="val/mae",
+        minimised=("loss", "mae", "rmse"),
+    )
+)

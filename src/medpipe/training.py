@@ -1,0 +1,190 @@
+"""One training: fit, test the best checkpoint, write the outputs and track the run in MLflow."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import numpy as np
+import yaml
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+
+import medpipe
+from medpipe.building import build_callbacks, build_datamodule, build_task
+from medpipe.data.processed import DatasetMeta
+from medpipe.dvc_provenance import dvc_tags
+from medpipe.outputs import best_row, floats, log_run_outputs, print_metrics, write_json
+from medpipe.paths import project_root
+from medpipe.tasks.kinds import TaskKind
+from medpipe.tracking.provenance import git_info, hydra_overrides
+from medpipe.tracking.store import PARENT_ENV
+
+log = logging.getLogger(__name__)
+
+# Known-harmless notices that would otherwise bury the progress lines.
+for _pattern in (
+    r".*log_every_n_steps.*",
+    r".*LeafSpec.*",
+    r".*does not have many workers.*",
+    r".*litlogger.*",
+    r".*were assigned during export.*",  # MLflow's signature inference tracing an RNN
+):
+    warnings.filterwarnings("ignore", message=_pattern)
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # device banners and tips
+
+
+def _job_num() -> int | str:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().job.num
+    except Exception:  # noqa: BLE001 - outside Hydra
+        return ""
+
+
+def run_tags(
+    c: dict[str, Any], meta: DatasetMeta, kind: TaskKind, extra: dict[str, str]
+) -> dict[str, str]:
+    git = git_info(project_root())
+    tags = {
+        **git,
+        "mlflow.source.git.commit": git["git.commit"],
+        "mlflow.source.name": "medpipe.train",
+        "medpipe.version": medpipe.__version__,
+        "medpipe.task_kind": kind.name,
+        "medpipe.main_metrics": ",".join(kind.main_keys()),  # compare's and sweeps' columns
+        "data.name": meta.name,
+        "data.sha256": meta.source.get("file_sha256") or meta.content_sha256,
+        "data.processed_sha256": meta.content_sha256,
+        "data.fingerprint": meta.fingerprint,
+        "model.name": str(c["model"].get("name")),
+        "hydra.overrides": " ".join(hydra_overrides()) or "(none)",
+        **dvc_tags(c["paths"]["processed_dir"]),  # dvc.stage, dvc.data.md5 under DVC
+    }
+    tags.update({str(k): str(v) for k, v in (c.get("tags") or {}).items()})
+    parent = os.environ.get(PARENT_ENV)
+    if parent:  # a job of a sweep: nest it under the sweep's parent run
+        tags["mlflow.parentRunId"] = parent
+        tags["sweep.job_num"] = str(_job_num())
+    if c.get("optuna_trial") is not None:
+        tags["optuna.trial"] = str(c["optuna_trial"])
+    tags.update(extra)  # e.g. a cross-validation fold's parent and fold number
+    return tags
+
+
+def create_run(
+    c: dict[str, Any],
+    meta: DatasetMeta,
+    kind: TaskKind,
+    extra_tags: dict[str, str] | None = None,
+    suffix: str = "",
+):
+    """The MLflow run of a training (or of a cross-validation's parent), tags and params logged."""
+    from medpipe.tracking.mlflow_run import MlflowRun, default_artifact_location, tracking_uri
+
+    mcfg = c["logger"]["mlflow"] or {}
+    mlflow_dir = c["paths"]["mlflow_dir"]
+    uri = tracking_uri(mcfg.get("tracking_uri"), mlflow_dir)
+    name = c.get("run_name") or f"{c['model']['name']}-{meta.name}"
+    if os.environ.get(PARENT_ENV):
+        name = f"{name}-{_job_num()}"
+    return MlflowRun.create(
+        uri=uri,
+        experiment_name=c["experiment_name"],
+        run_name=name + suffix,
+        artifact_location=default_artifact_location(uri, mcfg.get("artifact_location"), mlflow_dir),
+        tags=run_tags(c, meta, kind, extra_tags or {}),
+        params=c,
+        synchronous=bool(mcfg.get("synchronous", False)),
+    )
+
+
+def train_once(
+    c: dict[str, Any],
+    kind: TaskKind,
+    folder: Path | None = None,
+    folds: dict[str, np.ndarray] | None = None,
+    extra_tags: dict[str, str] | None = None,
+    run_suffix: str = "",
+) -> tuple[float, dict[str, float]]:
+    """One training of the resolved, checked config `c`: (best monitor value, its metrics.json:
+    test metrics and the validation metrics of the best epoch). `folds` and `extra_tags` make it
+    one fold of a cross-validation (its rows of the pooled data; its parent run and fold)."""
+    out_dir = Path(c["paths"]["output_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(int(c["seed"]), workers=True, verbose=False)
+    dm = build_datamodule(c, int(c["seed"]), folder, folds)
+    meta = dm.meta
+    task = build_task(c, meta, kind)
+    callbacks, bar, history = build_callbacks(c, out_dir)
+    fast = bool(c["trainer"].get("fast_dev_run"))
+
+    run = None
+    loggers: list[Any] = []
+    if rank_zero_only.rank == 0:
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(c, sort_keys=False))
+    if "mlflow" in (c.get("logger") or {}) and not fast and rank_zero_only.rank == 0:
+        run = create_run(c, meta, kind, extra_tags, run_suffix)
+        loggers.append(run.logger)
+    if "csv" in (c.get("logger") or {}):
+        from lightning.pytorch.loggers import CSVLogger
+
+        loggers.append(CSVLogger(**c["logger"]["csv"]))
+
+    with run.guard() if run else contextlib.nullcontext():
+        trainer: L.Trainer = instantiate(
+            c["trainer"], callbacks=callbacks, logger=loggers or False, enable_progress_bar=bar
+        )
+        trainer.fit(task, datamodule=dm)
+        ckpt = trainer.checkpoint_callback
+        best_path = ckpt.best_model_path if ckpt is not None and not fast else ""
+        monitor = c["monitor"]
+        if ckpt is not None and ckpt.best_model_score is not None:
+            best = float(ckpt.best_model_score)
+        else:
+            best = float(trainer.callback_metrics.get(monitor, math.nan))
+
+        if run is not None and math.isfinite(best):
+            run.log_metrics({f"best/{monitor}": best})
+        test_metrics: dict[str, float] = {}
+        summary: dict[str, float] = {}
+        if c.get("test_after_fit", True):
+            results = trainer.test(task, datamodule=dm, ckpt_path=best_path or None, verbose=False)
+            test_metrics = floats(results[0]) if results else {}
+
+        if trainer.is_global_zero:
+            best_epoch = best_row(history.rows, monitor, c["monitor_mode"])
+            summary = {
+                **test_metrics,
+                **{k: v for k, v in best_epoch.items() if k.startswith("val/")},
+            }
+            if best_epoch:
+                summary["best_epoch"] = best_epoch["epoch"]
+            write_json(out_dir / "metrics.json", summary)
+            files = [out_dir / "metrics.json", out_dir / "config.yaml"]
+            if (out_dir / "history.csv").exists():
+                files.append(out_dir / "history.csv")
+            report = task.write_report(out_dir)
+            if run is not None:
+                log_run_outputs(run, c, dm, task, files, report, best_path)
+            print_metrics(
+                f"test metrics ({'best checkpoint' if best_path else 'final weights'}, "
+                f"{meta.name}, {c['model']['name']}):",
+                test_metrics,
+            )
+            if best_path:
+                print(f"best checkpoint: {best_path}")
+            print(f"outputs: {out_dir}")
+            if run is not None:
+                print(
+                    f"MLflow run {run.run_id} in experiment '{c['experiment_name']}' "
+                    f"({run.uri}); browse with `make ui`"
+                )
+    return best, summary
