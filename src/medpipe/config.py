@@ -229,6 +229,25 @@ class PrepareCfg(_Closed):
     hydra: Any = None
 
 
+class CompareCfg(_Closed):
+    """conf/compare.yaml (values are checked by medpipe.evaluation.compare_runs)."""
+
+    task_name: str = "compare"
+    experiment_name: str
+    sweep: str | int | float | None = None
+    cv: bool = False
+    sort: str = "auto"
+    order: str = "auto"
+    top: int | None = 10
+    format: str = "table"
+    params: list[str] | str | None = None
+    ignore_params: list[str] = []
+    metrics: list[str] | str | None = None
+    tracking_uri: str | None = None
+    paths: PathsCfg
+    hydra: Any = None
+
+
 class CallbacksCfg(_Open):
     """progress_bar, plus named callbacks: each a mapping with `_target_` (instantiated)."""
 
@@ -452,8 +471,10 @@ def validate(cfg: DictConfig | dict[str, Any], config_name: str = "train") -> di
         ]
     elif config_name == "prepare":
         problems = pydantic_problems("", PrepareCfg, c) + data_problems(_section(c, "data"))
+    elif config_name == "compare":
+        problems = pydantic_problems("", CompareCfg, c)
     else:
-        problems = []
+        raise ValueError(f"no checks for config '{config_name}'")
     if problems:
         raise ConfigError(problems)
     return c

@@ -24,7 +24,7 @@ from medpipe.outputs import best_row, floats, log_run_outputs, print_metrics, wr
 from medpipe.paths import project_root
 from medpipe.tasks.kinds import TaskKind
 from medpipe.tracking.provenance import git_info, hydra_overrides
-from medpipe.tracking.store import PARENT_ENV
+from medpipe.tracking.store import MAIN_METRICS_TAG, PARENT_ENV
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def run_tags(
         "mlflow.source.name": "medpipe.train",
         "medpipe.version": medpipe.__version__,
         "medpipe.task_kind": kind.name,
-        "medpipe.main_metrics": ",".join(kind.main_keys()),  # compare's and sweeps' columns
+        MAIN_METRICS_TAG: ",".join(kind.main_keys()),  # compare's and sweeps' columns
         "data.name": meta.name,
         "data.sha256": meta.source.get("file_sha256") or meta.content_sha256,
         "data.processed_sha256": meta.content_sha256,

@@ -116,11 +116,7 @@ class MlflowRun:
             )
 
     def end(self, status: str) -> None:
-        import mlflow
-
-        with contextlib.suppress(Exception):
-            mlflow.flush_async_logging()
-        self.client.set_terminated(self.run_id, status)
+        store.end_run(self.client, self.run_id, status)
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[MlflowRun]:

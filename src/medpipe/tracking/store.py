@@ -49,6 +49,20 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def end_run(client: Any, run_id: str, status: str) -> None:
+    """The one way a run ends: pending asynchronous writes flushed, then its final status
+    (FINISHED, FAILED or KILLED). Training runs reach it through MlflowRun.guard, sweep parents
+    through the sweep callback, jobs that failed before their run existed through
+    record_failed_job."""
+    import contextlib
+
+    import mlflow
+
+    with contextlib.suppress(Exception):
+        mlflow.flush_async_logging()
+    client.set_terminated(run_id, status)
+
+
 def configured_store(cfg: Any) -> tuple[str, str | None] | None:
     """(tracking URI, artifact location) for a config with `logger.mlflow`; None without MLflow."""
     logger = cfg.get("logger") or {}
@@ -99,7 +113,7 @@ def record_failed_job(cfg, err: BaseException) -> str | None:
             )
         except Exception:  # noqa: BLE001 - the config itself may be what failed
             pass
-        client.set_terminated(run.info.run_id, "FAILED")
+        end_run(client, run.info.run_id, "FAILED")
         return run.info.run_id
     except Exception as tracking_err:  # noqa: BLE001 - never hide the job's own error
         log.warning("could not record the failed job in MLflow: %s", tracking_err)

@@ -26,6 +26,7 @@ from medpipe.tracking.store import (
     MAIN_METRICS_TAG,
     PARENT_ENV,
     configured_store,
+    end_run,
     experiment_id,
 )
 
@@ -127,7 +128,7 @@ class MlflowSweepCallback(Callback):
     def _abandon(self) -> None:
         """Interrupted before on_multirun_end: never leave the parent RUNNING."""
         if self.parent and self.client is not None:
-            self.client.set_terminated(self.parent, "KILLED")
+            end_run(self.client, self.parent, "KILLED")
             self.parent = None
 
     # -- end ---------------------------------------------------------------------------------------
@@ -189,7 +190,7 @@ class MlflowSweepCallback(Callback):
             client.set_tag(parent, "sweep.best_run_id", best.info.run_id)
             client.log_metric(parent, best_key, score(best))
             client.set_tag(best.info.run_id, "sweep.best", "true")
-        client.set_terminated(parent, "FINISHED" if ok else "FAILED")
+        end_run(client, parent, "FINISHED" if ok else "FAILED")
         self.parent = None
         os.environ.pop(PARENT_ENV, None)
         print(_markdown(rows), end="")
