@@ -300,3 +300,24 @@ def test_slice_context_reads_neighbouring_slices_as_channels():
         net = cls(1, 2, (7, 9, 11), channels=[4], context=2, axis=1)
         assert isinstance(net.slices.encoder, SliceEncoder)
         assert net(torch.randn(1, 1, 7, 9, 11)).shape == (1, 2)
+
+
+def test_every_registered_explain_layer_is_a_module_with_spatial_maps():
+    from medpipe.models.nets import NETS
+
+    shapes = {1: (64,), 2: (28, 28), 3: (8, 16, 16)}
+    checked = 0
+    for name, cls in NETS.items():
+        if cls.explain_layer is None or not name.startswith("medpipe."):
+            continue
+        dims = 2 if name.endswith(("SimpleCNN", "ResNet")) else 1
+        net = cls(1, 2, shapes[dims]).eval()
+        seen = {}
+        net.get_submodule(cls.explain_layer).register_forward_hook(
+            lambda m, i, o: seen.update(shape=o.shape)
+        )
+        with torch.no_grad():
+            net(torch.zeros(1, 1, *shapes[dims]))
+        assert len(seen["shape"]) == 2 + dims, name  # (N, C, *spatial): maps to explain
+        checked += 1
+    assert checked >= 2

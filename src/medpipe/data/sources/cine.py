@@ -26,7 +26,6 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field
-from scipy.ndimage import gaussian_filter
 
 from medpipe.data.sources.base import (
     DataOptions,
@@ -133,6 +132,8 @@ def _growing(n: int, frames: int, size: int, noise: float, rng: np.random.Genera
     ].astype(f32)
 
     # Background texture (static), gain/offset per sequence, gain flicker and noise i.i.d. per frame.
+    from scipy.ndimage import gaussian_filter  # here: the config check imports this module
+
     background = gaussian_filter(rng.standard_normal((n, size, size)), sigma=(0, 3 * k, 3 * k))
     background /= background.std(axis=(1, 2), keepdims=True) + 1e-8
     gain = rng.uniform(0.8, 1.2, (n, 1, 1, 1)) * (

@@ -30,7 +30,7 @@ def conv_out_length(
     return ((lengths + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1).clamp(min=1)
 
 
-@register_net(explain_layer="blocks")
+@register_net
 class CRNN1D(nn.Module):
     """Per entry of `channels`: Conv1d(kernel_size, 'same')-[BN]-ReLU-MaxPool1d(pool), then an
     RNNHead (options in `rnn`, see RNNHead) over the pooled feature sequence.
@@ -198,7 +198,7 @@ class SliceFeatures(nn.Module):
         return encode_slices(self.encoder, x, self.axis, self.context)
 
 
-@register_net(explain_layer="slices.encoder")
+@register_net
 class CRNN2D(nn.Module):
     """A SliceEncoder shared by every slice along spatial `axis` (0: depth of a volume, or time of
     a frame sequence), then an RNNHead (options in `rnn`) over the slice features in order.
@@ -217,7 +217,7 @@ class CRNN2D(nn.Module):
         return self.head(self.slices(x), lengths)
 
 
-@register_net(explain_layer="slices.encoder")
+@register_net
 class SliceCNN(nn.Module):
     """2.5D: a SliceEncoder and a linear head applied to every slice along spatial `axis`, the
     logits averaged over the slices (over the valid ones when `lengths` counts them). Averaging

@@ -27,8 +27,9 @@ NETS: Registry[type] = Registry("net", "medpipe.models.nets")
 
 
 def register_net(cls: type | None = None, *, explain_layer: str | None = None):
-    """Class decorator. `explain_layer`: the module name whose activations an explanation
-    (Grad-CAM) reads, e.g. the last convolutional block."""
+    """Class decorator. `explain_layer`: the name (for `net.get_submodule`) of the module whose
+    spatial activation maps an explanation such as Grad-CAM reads, e.g. the last convolutional
+    block; None where the net has no such fixed layer."""
 
     def add(cls: type) -> type:
         options = getattr(cls, "Options", None)
