@@ -312,9 +312,9 @@ def test_every_registered_explain_layer_is_a_module_with_spatial_maps():
             continue
         dims = 2 if name.endswith(("SimpleCNN", "ResNet")) else 1
         net = cls(1, 2, shapes[dims]).eval()
-        seen = {}
+        seen: dict = {}
         net.get_submodule(cls.explain_layer).register_forward_hook(
-            lambda m, i, o: seen.update(shape=o.shape)
+            lambda m, i, o, seen=seen: seen.update(shape=o.shape)
         )
         with torch.no_grad():
             net(torch.zeros(1, 1, *shapes[dims]))

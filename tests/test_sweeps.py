@@ -348,3 +348,16 @@ def test_parallel_joblib_jobs_against_a_local_mlflow_server(tmp_path, mlflow_ser
     parents, children = _family(_client(mlflow_server), "parallel")
     assert len(parents) == 1 and len(children) == 2
     assert all(c.info.status == "FINISHED" for c in children)
+
+
+def test_an_optuna_search_with_monitor_mode_auto_is_one_error_before_any_run(tmp_path):
+    out = run_cli(
+        "train", "hparams_search=synthetic_tpe", "monitor_mode=auto", f"paths.root_dir={tmp_path}"
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "medpipe: error: hydra.sweeper.direction: 'auto' (monitor_mode=auto): an Optuna search "
+        "needs its direction before the first trial; set monitor and monitor_mode (e.g. "
+        "monitor=val/mae monitor_mode=min)"
+    ]
+    assert not (tmp_path / "logs" / "mlflow").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.errors import ConfigCompositionException
+from hydra.errors import ConfigCompositionException, HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
@@ -163,6 +163,11 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[dict], Any]], Callable[
                 return app(task)()
             except (ConfigCompositionException, OmegaConfBaseException) as err:
                 report_and_exit(ConfigError(composition_problem(err, folder, config_name)))
+            except HydraException as err:  # e.g. a sweeper or launcher that cannot be set up
+                cause = err
+                while cause.__cause__ is not None:
+                    cause = cause.__cause__
+                report_and_exit(ConfigError(str(cause).strip().splitlines()[0]))
 
         main.__doc__ = fn.__doc__
         return main

@@ -95,6 +95,14 @@ class MlflowSweepCallback(Callback):
         if problem := multirun_ddp_problem(trainer, launcher):  # type: ignore[arg-type]
             print(f"medpipe: error: {problem}", file=sys.stderr)
             sys.exit(2)
+        if str(OmegaConf.select(config, "hydra.sweeper.direction", default="")) == "auto":
+            print(  # before the parent run exists: a search that cannot start leaves no run
+                "medpipe: error: hydra.sweeper.direction: 'auto' (monitor_mode=auto): an Optuna "
+                "search needs its direction before the first trial; set monitor and monitor_mode "
+                "(e.g. monitor=val/mae monitor_mode=min)",
+                file=sys.stderr,
+            )
+            sys.exit(2)
         tracking = configured_store(config)
         if tracking is None:
             return
