@@ -167,6 +167,15 @@ def train_once(
             }
             if best_epoch:
                 summary["best_epoch"] = best_epoch["epoch"]
+            if run is not None:  # the run's val/* are the last epoch's; these are the best's
+                run.log_metrics(
+                    {  # best/<monitor> is logged above, from the checkpoint
+                        f"best/{k}": v
+                        for k, v in summary.items()
+                        if k.startswith("val/") and k != monitor
+                    }
+                    | ({"best_epoch": summary["best_epoch"]} if "best_epoch" in summary else {})
+                )
             write_json(out_dir / "metrics.json", summary)
             files = [out_dir / "metrics.json", out_dir / "config.yaml"]
             if (out_dir / "history.csv").exists():

@@ -106,13 +106,18 @@ class MlflowRun:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, v)
 
-    def log_model(self, model, input_example, pip_requirements: list[str]) -> None:
+    def log_model(self, model, input_example, pip_requirements: list[str], **options: Any) -> None:
+        """`options`: further arguments of mlflow.pytorch.log_model (signature, metadata, ...)."""
         import mlflow
 
         mlflow.set_tracking_uri(self.logger._tracking_uri)
         with mlflow.start_run(run_id=self.run_id, log_system_metrics=False):
             mlflow.pytorch.log_model(
-                model, name="model", input_example=input_example, pip_requirements=pip_requirements
+                model,
+                name="model",
+                input_example=input_example,
+                pip_requirements=pip_requirements,
+                **options,
             )
 
     def end(self, status: str) -> None:
