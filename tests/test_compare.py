@@ -4,7 +4,9 @@ with the parameters that differ between them; bad input is one line naming the k
 The runs are written with MlflowClient into a real sqlite store laid out as training lays it out
 (params are flattened config keys, sweep jobs carry `mlflow.parentRunId`, runs carry their task
 kind's main metrics in the tag `medpipe.main_metrics`). The defaults (metric columns, sort key and
-direction) come from those tags and the `monitor`/`monitor_mode` params."""
+direction) come from those tags and the `monitor`/`monitor_mode` params. Runs trained since
+medpipe logs `best/val/<metric>` and `best_epoch` show those values in their val/ columns; older
+runs show their last epoch's value, marked."""
 
 from __future__ import annotations
 
@@ -67,6 +69,21 @@ RUNS = [
         "sweep",
     ),
 ]
+# The runs' best epochs: their val/ values above are logged as best/val/<metric> (the best
+# epoch's), and their last epoch's val/ values sort the other way round. linear-a is a run from
+# before medpipe logged best/val/*: its val/ values are its last epoch's.
+BEST_EPOCHS = {"cnn-a": 4, "cnn-b": 7, "sweep-cnn": 2, "sweep-linear": 9}
+
+
+def _with_best_epoch(name: str, metrics: dict[str, float]) -> dict[str, float]:
+    if name not in BEST_EPOCHS:
+        return metrics
+    out = {k: v for k, v in metrics.items() if not k.startswith("val/")}
+    for key, value in metrics.items():
+        if key.startswith("val/"):
+            out[f"best/{key}"] = value
+            out[key] = round(value + 0.3 if key.endswith("loss") else 1.5 - value, 4)
+    return {**out, "best_epoch": BEST_EPOCHS[name]}
 
 
 def _params(
@@ -118,7 +135,7 @@ def store(tmp_path_factory) -> tuple[Path, str, dict[str, str]]:
         run = client.create_run(exp, run_name=name, start_time=T0 + i * 60_000, tags=tags)
         client.log_batch(
             run.info.run_id,
-            metrics=[Metric(k, v, T0, 0) for k, v in metrics.items()],
+            metrics=[Metric(k, v, T0, 0) for k, v in _with_best_epoch(name, metrics).items()],
             params=[Param(k, v) for k, v in _params(name, model, lr).items()],
             tags=[RunTag("model.name", model)],
         )
@@ -190,16 +207,30 @@ def test_markdown_and_csv(store):
     _, uri, ids = store
     md = render(compare_runs(uri, "cmp", sort="val/auroc", top=2), "md").splitlines()
     assert md[0].startswith("experiment 'cmp' (all runs, sqlite:") and "top 2 of 6" in md[0]
-    assert md[2] == "| # | run | run_id | status | optimizer.lr | val/auroc | val/f1 | test/auroc |"
-    assert md[3] == "|---:|---|---|---|---:|---:|---:|---:|"
-    assert md[4] == f"| 1 | cnn-b | {ids['cnn-b'][:8]} | FINISHED | 0.0003 | 0.9000 | 0.7500 | - |"
-    assert len(md) == 6
+    assert md[2] == (
+        "| # | run | run_id | status | optimizer.lr | best epoch | val/auroc | val/f1 | test/auroc |"
+    )
+    assert md[3] == "|---:|---|---|---|---:|---:|---:|---:|---:|"
+    assert md[4] == (
+        f"| 1 | cnn-b | {ids['cnn-b'][:8]} | FINISHED | 0.0003 | 7 | 0.9000 | 0.7500 | - |"
+    )
+    # a paragraph after the table says what the val/ columns hold
+    assert md[6:] == [
+        "",
+        "val/\\*: each run's best epoch (column 'best epoch', on its monitor), whose checkpoint "
+        "gave test/\\*",
+    ]
 
     rows = list(csv.DictReader(io.StringIO(render(compare_runs(uri, "cmp"), "csv"))))
     assert [r["run"] for r in rows][:2] == ["cnn-b", "sweep-cnn"]
     assert rows[0]["run_id"] == ids["cnn-b"], "csv carries the full run id"
     assert float(rows[0]["val/auroc"]) == 0.9 and rows[0]["test/auroc"] == ""
+    assert rows[0]["best_epoch"] == "7" and rows[0]["val_last_epoch"] == ""
     assert rows[-1]["status"] == "FAILED" and rows[-1]["val/auroc"] == ""
+    # linear-a, from before best/val/*: its last epoch's values, and the csv says which they are
+    linear_a = next(r for r in rows if r["run"] == "linear-a")
+    assert linear_a["best_epoch"] == "" and float(linear_a["val/auroc"]) == 0.6
+    assert linear_a["val_last_epoch"] == "val/auroc val/f1"
 
 
 @pytest.mark.parametrize(
@@ -239,22 +270,27 @@ def test_cli_prints_an_aligned_table(store):
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
     assert lines[0].startswith("experiment 'cmp' (all runs, sqlite:") and "top 3 of 6" in lines[0]
-    header, rule, *rows = lines[1:]
+    header, rule, *rows, note = lines[1:]
     assert header.split() == [
         "#",
         "run",
         "run_id",
         "status",
         "optimizer.lr",
+        "best",
+        "epoch",
         "val/auroc",
         "val/f1",
         "test/auroc",
     ]
     assert [r.split()[1] for r in rows] == ["cnn-b", "sweep-cnn", "cnn-a"]
     assert rows[0].split()[2] == ids["cnn-b"][:8]
-    # Numbers are right-aligned under their header.
+    # Numbers are right-aligned under their header; val/ are the best epoch's values.
     end = header.index("val/auroc") + len("val/auroc")
     assert [r[end - 6 : end] for r in rows] == ["0.9000", "0.8500", "0.8000"]
+    end = header.index("best epoch") + len("best epoch")
+    assert [r[end - 1 : end] for r in rows] == ["7", "2", "4"]
+    assert note.startswith("val/*: each run's best epoch (column 'best epoch'")
     assert not (root / "logs" / "runs" / "compare" / ".hydra").exists()
 
 
@@ -361,6 +397,12 @@ def kinds(tmp_path_factory) -> tuple[Path, str]:
     exp = experiment("unscored")  # a run that failed before logging any metric
     _run(client, exp, "crashed", 0, cls_tags, _params("crashed", "cnn", "0.001"), {})
 
+    exp = experiment("epochs")  # val/ of the best epoch (best/val/*) vs the last epoch's
+    for i, (name, best, last, metrics) in enumerate(EPOCH_RUNS):
+        logged = {**{f"val/{k}": v for k, v in last.items()}, **metrics}
+        logged |= {f"best/val/{k}": v for k, v in best.items()}
+        _run(client, exp, name, i, cls_tags, _params(name, "cnn", "0.001"), logged)
+
     exp = experiment("cv")
     for i, (name, auroc, tags) in enumerate((("cv-new", 0.8, cls_tags), ("cv-old", 0.9, {}))):
         metrics = {"best/val/auroc": auroc, "best/val/auroc_std": 0.01}
@@ -381,6 +423,91 @@ def kinds(tmp_path_factory) -> tuple[Path, str]:
             params = _params(f"{name}-fold{fold}", "cnn", "0.001")
             _run(client, exp, f"{name}-fold{fold}", 2 * i + 1, fold_tags, params, fold_metrics)
     return root, uri
+
+
+# name, best epoch's val/ (best/val/*), last epoch's val/, other metrics
+EPOCH_RUNS = [
+    (
+        "new-a",
+        {"auroc": 0.90, "acc": 0.80},
+        {"auroc": 0.70, "acc": 0.75},
+        {"best_epoch": 3, "test/auroc": 0.88, "test/acc": 0.79},
+    ),
+    (
+        "new-b",
+        {"auroc": 0.85, "acc": 0.78},
+        {"auroc": 0.80, "acc": 0.79},
+        {"best_epoch": 5, "test/auroc": 0.84, "test/acc": 0.77},
+    ),
+    # trained before medpipe logged best/val/* and best_epoch: best/<monitor> only
+    ("old-c", {"auroc": 0.95}, {"auroc": 0.60, "acc": 0.70}, {"test/auroc": 0.91}),
+    ("older-d", {}, {"auroc": 0.65, "acc": 0.72}, {"test/auroc": 0.62}),  # no best/ at all
+]
+
+
+def test_val_columns_show_the_best_epoch_and_mark_last_epoch_values(kinds):
+    _, uri = kinds
+    c = compare_runs(uri, "epochs")
+    # sorted by val/auroc of the best epoch (the last epoch's would give new-b, new-a first)
+    assert c.sort == "val/auroc" and _names(c) == ["old-c", "new-a", "new-b", "older-d"]
+    assert c.metrics == ["val/auroc", "val/acc", "test/auroc", "test/acc"]
+    rows = c.rows()
+    assert list(rows[0])[4:6] == ["best_epoch", "val/auroc"]
+    assert [r["best_epoch"] for r in rows] == [None, 3, 5, None]
+    assert [r["val/auroc"] for r in rows] == [0.95, 0.90, 0.85, 0.65]
+    assert [r["val/acc"] for r in rows] == [0.70, 0.80, 0.78, 0.72]
+    assert [c.last_epoch_cells(run) for run in c.runs] == [
+        ["val/acc"],
+        [],
+        [],
+        ["val/auroc", "val/acc"],
+    ]
+    assert _names(compare_runs(uri, "epochs", sort="val/acc")) == [
+        "new-a",
+        "new-b",
+        "older-d",
+        "old-c",
+    ]
+
+    table = render(c, "table").splitlines()
+    header, rows_text, notes = table[1], table[3:7], table[7:]
+    assert header.split()[4:8] == ["best", "epoch", "val/auroc", "val/acc"]
+    cells = [line.split()[4:] for line in rows_text]
+    assert cells == [
+        ["-", "0.9500", "0.7000*", "0.9100", "-"],
+        ["3", "0.9000", "0.8000", "0.8800", "0.7900"],
+        ["5", "0.8500", "0.7800", "0.8400", "0.7700"],
+        ["-", "0.6500*", "0.7200*", "0.6200", "-"],
+    ]
+    # marked and unmarked values keep their decimals aligned
+    assert len({line.index(".", header.index("val/acc")) for line in rows_text}) == 1
+    assert notes == [
+        "val/*: each run's best epoch (column 'best epoch', on its monitor), whose checkpoint "
+        "gave test/*",
+        "* the last epoch's value: the run logged no best/val/* (trained before medpipe logged "
+        "them)",
+    ]
+
+    md = render(c, "md").splitlines()
+    assert md[2].startswith("| # | run | run_id | status | best epoch | val/auroc | val/acc |")
+    assert md[4].endswith("| - | 0.9500 | 0.7000\\* | 0.9100 | - |")
+    assert md[-1].startswith("\\* the last epoch's value")
+
+    csv_rows = list(csv.DictReader(io.StringIO(render(c, "csv"))))
+    assert [r["best_epoch"] for r in csv_rows] == ["", "3", "5", ""]
+    assert [r["val_last_epoch"] for r in csv_rows] == ["val/acc", "", "", "val/auroc val/acc"]
+    assert [float(r["val/auroc"]) for r in csv_rows] == [0.95, 0.90, 0.85, 0.65]
+
+
+def test_cli_table_with_best_epochs(kinds):
+    root, _ = kinds
+    out = run_cli("compare", "experiment=epochs", f"paths.root_dir={root}", "top=2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].endswith("top 2 of 4, sorted by val/auroc desc")
+    assert [line.split()[1] for line in lines[3:5]] == ["old-c", "new-a"]
+    assert lines[5].startswith("val/*: each run's best epoch")
+    assert lines[6].startswith("* the last epoch's value")
 
 
 def test_regression_runs_default_to_their_main_metrics_sorted_ascending_by_their_monitor(kinds):
@@ -441,6 +568,15 @@ def test_cv_compares_the_parents_with_each_main_metric_followed_by_its_std(kinds
         "test/acc",
         "test/acc_std",
     ]
+    # a parent's val/ are fold means of best-epoch values already: shown as logged, unmarked
+    assert not c.best_epoch_column and "best_epoch" not in c.rows()[0]
+    table = render(c, "table").splitlines()
+    assert table[-1] == (
+        "val/*: the mean over the folds of each fold's best-epoch value (_std: their standard "
+        "deviation)"
+    )
+    assert "*" not in "".join(table[3:-1])
+    assert "val_last_epoch" not in render(c, "csv").splitlines()[0]
     folds = compare_runs(uri, "cv", top=None)  # without cv: the folds (parents are left out)
     assert sorted(_names(folds)) == ["cv-new-fold0", "cv-new-fold1", "cv-old-fold0", "cv-old-fold1"]
 
@@ -470,8 +606,11 @@ def test_cli_defaults_for_regression_runs(kinds):
         "test/mae",
         "test/rmse",
         "test/r2",
+        "val_last_epoch",
     ]
     assert [r["run"] for r in rows] == ["r-b", "r-a", "r-c"]
+    # runs from before best/val/* (best/<monitor> only): their other val/ are the last epoch's
+    assert rows[0]["val_last_epoch"] == "val/rmse val/r2"
     out = run_cli("compare", "experiment=reg", f"paths.root_dir={root}", "top=1")
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.splitlines()[0].endswith("top 1 of 3, sorted by val/mae asc")

@@ -90,6 +90,34 @@ def test_run_is_finished_with_metrics_params_and_tags(trained):
     assert tags["purpose"] == "test" and tags["mlflow.runName"] == "cnn-pneumoniamnist"
 
 
+def test_run_logs_the_pneumonia_file_as_its_train_val_and_test_datasets(trained):
+    root, run, out = trained
+    processed = run.data.tags["data.processed_sha256"]
+    inputs = {
+        {t.key: t.value for t in d.tags}["mlflow.data.context"]: d.dataset
+        for d in run.inputs.dataset_inputs
+    }
+    sizes = {"train": 4708, "val": 524, "test": 624}
+    assert set(inputs) == {"train", "validation", "test"}
+    for split, context in (("train", "train"), ("val", "validation"), ("test", "test")):
+        ds = inputs[context]
+        assert ds.name == f"pneumoniamnist/{split}" and ds.digest == processed[:36]
+        assert ds.source_type == "local"
+        assert json.loads(ds.source) == {"uri": str(PNEUMONIA_NPZ.resolve())}
+        features = json.loads(json.loads(ds.schema)["mlflow_tensorspec"]["features"])
+        assert features[0]["tensor-spec"] == {"dtype": "uint8", "shape": [-1, 1, 28, 28]}
+        profile = json.loads(ds.profile)
+        assert profile["num_rows"] == sizes[split] and profile["classes"] == ["normal", "pneumonia"]
+    exp = _client(root).get_experiment(run.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    store = f"sqlite:///{root / 'logs' / 'mlflow' / 'mlflow.db'}"
+    assert (
+        f"MLflow run {run.info.run_id}: http://127.0.0.1:5000/#/experiments/"
+        f"{run.info.experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning "
+        f"(after `mlflow ui --backend-store-uri {store}`)"
+    ) in out.stdout.splitlines()
+
+
 def test_run_has_the_artifacts(trained):
     root, run, _ = trained
     client = _client(root)

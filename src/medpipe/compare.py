@@ -11,6 +11,11 @@ accuracy, F1; regression: MAE, RMSE, R2), or, for older runs without the tag, th
 metrics they logged. sort=auto sorts by the runs' `monitor` param when they share one (else by
 their first main metric), and order=auto then follows their `monitor_mode` (min: ascending). An
 explicit sort=KEY sorts descending unless KEY ends in /loss.
+
+val/ columns hold each run's best epoch (its `best/val/<metric>`, the epoch in column `best epoch`,
+whose checkpoint gave the test/ metrics), and sorting by them sorts by those values; runs trained
+before medpipe logged them show their last epoch's value, marked `*` (csv: listed in the column
+`val_last_epoch`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Stratified k-fold cross-validation: `python -m medpipe.train cv.folds=5 ...`.
 
-Each fold trains and tests as its own MLflow run (`<name>-fold<i>`, tag `cv.fold`) nested under
-one parent run (tag `medpipe.cv`), which gets the mean and standard deviation over folds of every
+Each fold trains and tests as its own MLflow run (`<name>-fold<i>`, tag `cv.fold`, its splits'
+rows as dataset inputs) nested under one parent run (tag `medpipe.cv`, the pooled data as its
+dataset input), which gets the mean and standard deviation over folds of every
 test metric (`test/<metric>` holds the mean, `test/<metric>_std` the sample standard deviation),
 `best/<monitor>` (mean of the folds' best validation values) and `cv_summary.{md,csv}` plus
 `folds.json` (the rows of every split of every fold) as artifacts; likewise `val/<metric>`, the
@@ -61,7 +62,11 @@ def cross_validate(c: dict[str, Any], kind: TaskKind, folder: Path) -> float:
 
     parent = None
     if "mlflow" in (c.get("logger") or {}):
-        parent = create_run(c, meta, kind, {"medpipe.cv": "true", "cv.folds": str(k)}, "-cv")
+        from medpipe.tracking.mlflow_run import pooled_input
+
+        pooled = [pooled_input(meta, folder, c["data"].get("path"))]  # what the folds split
+        cv_tags = {"medpipe.cv": "true", "cv.folds": str(k)}
+        parent = create_run(c, meta, kind, cv_tags, "-cv", pooled)
     rows: list[dict[str, float]] = []
     bests: list[float] = []
     with parent.guard() if parent else contextlib.nullcontext():

@@ -49,6 +49,16 @@ def _job_num() -> int | str:
         return ""
 
 
+def ui_hint(uri: str) -> str:
+    """What serves the UI at a run's printed address: nothing to add for a tracking server,
+    `make ui` for the project's store, `mlflow ui` on the store otherwise."""
+    if uri.startswith(("http://", "https://")):
+        return ""
+    if uri == f"sqlite:///{project_root() / 'logs' / 'mlflow' / 'mlflow.db'}":
+        return " (after `make ui`)"
+    return f" (after `mlflow ui --backend-store-uri {uri}`)"
+
+
 def run_tags(
     c: dict[str, Any], meta: DatasetMeta, kind: TaskKind, extra: dict[str, str]
 ) -> dict[str, str]:
@@ -85,8 +95,10 @@ def create_run(
     kind: TaskKind,
     extra_tags: dict[str, str] | None = None,
     suffix: str = "",
+    datasets: list[Any] | None = None,
 ):
-    """The MLflow run of a training (or of a cross-validation's parent), tags and params logged."""
+    """The MLflow run of a training (or of a cross-validation's parent), tags, params and the
+    `datasets` it used (MLflow DatasetInputs: `split_inputs`, `pooled_input`) logged."""
     from medpipe.tracking.mlflow_run import MlflowRun, default_artifact_location, tracking_uri
 
     mcfg = c["logger"]["mlflow"] or {}
@@ -103,6 +115,7 @@ def create_run(
         tags=run_tags(c, meta, kind, extra_tags or {}),
         params=c,
         synchronous=bool(mcfg.get("synchronous", False)),
+        datasets=datasets or [],
     )
 
 
@@ -131,7 +144,10 @@ def train_once(
     if rank_zero_only.rank == 0:
         (out_dir / "config.yaml").write_text(yaml.safe_dump(c, sort_keys=False))
     if "mlflow" in (c.get("logger") or {}) and not fast and rank_zero_only.rank == 0:
-        run = create_run(c, meta, kind, extra_tags, run_suffix)
+        from medpipe.tracking.mlflow_run import split_inputs
+
+        inputs = split_inputs(meta, dm.folder, folds, c["data"].get("path"))
+        run = create_run(c, meta, kind, extra_tags, run_suffix, inputs)
         loggers.append(run.logger)
     if "csv" in (c.get("logger") or {}):
         from lightning.pytorch.loggers import CSVLogger
@@ -192,8 +208,5 @@ def train_once(
                 print(f"best checkpoint: {best_path}")
             print(f"outputs: {out_dir}")
             if run is not None:
-                print(
-                    f"MLflow run {run.run_id} in experiment '{c['experiment_name']}' "
-                    f"({run.uri}); browse with `make ui`"
-                )
+                print(f"MLflow run {run.run_id}: {run.url}{ui_hint(run.uri)}")
     return best, summary

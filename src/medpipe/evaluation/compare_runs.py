@@ -5,6 +5,13 @@ The defaults follow the runs: their main metrics are the keys of their `medpipe.
 (set by training for its task kind), and they are sorted by their `monitor` param in the direction
 of their `monitor_mode` param. No metric name is written here.
 
+Validation columns (`val/<metric>`) show each run's **best epoch** (the epoch whose checkpoint gave
+its `test/` metrics): training logs those values as `best/val/<metric>` with the epoch as
+`best_epoch`, while its plain `val/<metric>` history ends at the last epoch. Runs trained before
+medpipe logged them show the last epoch's value, marked. Sorting by a `val/` key sorts by the value
+shown. Cross-validation parents log `val/<metric>` as the mean over folds of the folds' best-epoch
+values already, and are shown as they are.
+
 Reads MLflow only (no torch). A sweep is a parent run; its jobs are the runs tagged
 `mlflow.parentRunId` = the parent's id. Parent runs themselves are summaries, not trainings, and are
 left out of the listing.
@@ -32,6 +39,26 @@ PARENT_TAG = "mlflow.parentRunId"
 SWEEP_TAG = "medpipe.sweep"  # set on the parent run of a Hydra multirun
 CV_TAG = "medpipe.cv"  # set on the parent run of a cross-validation (its metrics: fold means)
 DEFAULT_IGNORE = ("paths.*",)  # differ between every pair of runs, say nothing about the experiment
+BEST_EPOCH = "best_epoch"  # metric: the 1-based epoch whose checkpoint was kept (and tested)
+BEST_PREFIX = "best/"  # best/val/<metric>: the validation metrics of that epoch
+LAST_EPOCH_MARK = "*"  # table and md: a val/ value of the last epoch (the run has no best/ value)
+LAST_EPOCH_COLUMN = "val_last_epoch"  # csv: the row's val/ columns that hold last-epoch values
+
+
+def shown_metric(run, key: str, cv: bool = False) -> tuple[float | None, bool]:
+    """The value shown for metric `key` of `run` and whether it is the last epoch's.
+
+    `val/<m>`: the best epoch's value (`best/val/<m>`) when the run logged it, else the run's
+    latest `val/<m>` (its last epoch; True). Other keys, and every key of a cross-validation
+    parent (`cv`: its val/ are fold means of best-epoch values already), as logged."""
+    metrics = run.data.metrics
+    if cv or not key.startswith("val/"):
+        return metrics.get(key), False
+    best = metrics.get(BEST_PREFIX + key)
+    if best is not None:
+        return best, False
+    value = metrics.get(key)
+    return value, value is not None
 
 
 @dataclass
@@ -47,7 +74,21 @@ class Comparison:
     runs: list[Any]  # mlflow.entities.Run
     params: list[str]
     metrics: list[str]
+    cv: bool = False  # the runs are cross-validation parents (val/: fold means)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best_epoch_column(self) -> bool:
+        """Show `best_epoch`: some listed run logged it (not for cross-validations)."""
+        return not self.cv and any(BEST_EPOCH in r.data.metrics for r in self.runs)
+
+    @property
+    def val_columns(self) -> list[str]:
+        return [m for m in self.metrics if m.startswith("val/")]
+
+    def last_epoch_cells(self, run) -> list[str]:
+        """The val/ columns of `run` that hold the last epoch's value (no best/ value logged)."""
+        return [m for m in self.val_columns if shown_metric(run, m, self.cv)[1]]
 
     def rows(self, short_ids: bool = True) -> list[dict[str, Any]]:
         out = []
@@ -60,9 +101,32 @@ class Comparison:
             }
             for p in self.params:
                 row[p] = run.data.params.get(p)
+            if self.best_epoch_column:
+                epoch = _number(run.data.metrics.get(BEST_EPOCH))
+                row[BEST_EPOCH] = None if epoch is None else int(epoch)
             for m in self.metrics:
-                row[m] = run.data.metrics.get(m)
+                row[m] = shown_metric(run, m, self.cv)[0]
             out.append(row)
+        return out
+
+    def notes(self) -> list[str]:
+        """What the val/ columns hold, for the table and markdown (csv: the columns say it)."""
+        if not self.val_columns:
+            return []
+        if self.cv:
+            return [
+                "val/*: the mean over the folds of each fold's best-epoch value (_std: their "
+                "standard deviation)"
+            ]
+        out = [
+            "val/*: each run's best epoch (column 'best epoch', on its monitor), whose checkpoint "
+            "gave test/*"
+        ]
+        if any(self.last_epoch_cells(r) for r in self.runs):
+            out.append(
+                f"{LAST_EPOCH_MARK} the last epoch's value: the run logged no best/val/* "
+                "(trained before medpipe logged them)"
+            )
         return out
 
     def caption(self) -> str:
@@ -265,9 +329,11 @@ def _number(value: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
-def _sort_runs(runs: list[Any], key: str, descending: bool, is_metric: bool) -> list[Any]:
+def _sort_runs(
+    runs: list[Any], key: str, descending: bool, is_metric: bool, cv: bool = False
+) -> list[Any]:
     def value(run):
-        v = run.data.metrics.get(key) if is_metric else run.data.params.get(key)
+        v = shown_metric(run, key, cv)[0] if is_metric else run.data.params.get(key)
         return (_number(v), None if v is None else str(v))
 
     present = [r for r in runs if value(r) != (None, None)]
@@ -394,7 +460,7 @@ def compare_runs(
     if order == AUTO:
         by_mode = _auto_descending(runs, sort) if automatic else None
         descending = by_mode if by_mode is not None else not sort.endswith("/loss")
-    ordered = _sort_runs(runs, sort, descending, is_metric)
+    ordered = _sort_runs(runs, sort, descending, is_metric, cv)
     shown_runs = ordered[:top] if top else ordered
 
     if params is None:
@@ -429,6 +495,7 @@ def compare_runs(
         runs=shown_runs,
         params=param_cols,
         metrics=metric_cols,
+        cv=cv,
     )
 
 
@@ -449,13 +516,34 @@ def _is_numeric_column(rows: list[dict[str, Any]], col: str) -> bool:
     return bool(values) and all(_number(v) is not None for v in values)
 
 
-def render_table(comparison: Comparison) -> str:
+HEADERS = {"rank": "#", BEST_EPOCH: "best epoch"}  # table and md; csv keeps the keys
+
+
+def _text_cells(
+    comparison: Comparison, width: int
+) -> tuple[list[str], list[list[str]], list[bool]]:
+    """Header, cells and right-alignment of the table and markdown formats: a val/ value of the
+    last epoch is marked; the other cells of its column get a space so that the digits align."""
     rows = comparison.rows()
     cols = list(rows[0])
-    header = ["#" if c == "rank" else c for c in cols]
-    cells = [[_cell(r[c]) for c in cols] for r in rows]
+    marked = [set(comparison.last_epoch_cells(run)) for run in comparison.runs]
+    any_marked = {c for m in marked for c in m}
+    cells = []
+    for row, row_marks in zip(rows, marked, strict=True):
+        line = []
+        for c in cols:
+            text = _cell(row[c], width)
+            if c in any_marked:
+                text += LAST_EPOCH_MARK if c in row_marks else " "
+            line.append(text)
+        cells.append(line)
+    header = [HEADERS.get(c, c) for c in cols]
+    return header, cells, [_is_numeric_column(rows, c) for c in cols]
+
+
+def render_table(comparison: Comparison) -> str:
+    header, cells, right = _text_cells(comparison, 40)
     widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(header)]
-    right = [_is_numeric_column(rows, c) for c in cols]
 
     def line(values: list[str]) -> str:
         parts = [
@@ -465,26 +553,37 @@ def render_table(comparison: Comparison) -> str:
 
     out = [comparison.caption(), line(header), "  ".join("-" * w for w in widths)]
     out += [line(row) for row in cells]
+    out += comparison.notes()
     return "\n".join(out) + "\n"
 
 
+def _md(text: str) -> str:
+    return text.replace("*", "\\*")  # a literal asterisk, never emphasis
+
+
 def render_markdown(comparison: Comparison) -> str:
-    rows = comparison.rows()
-    cols = list(rows[0])
-    header = ["#" if c == "rank" else c for c in cols]
-    align = ["---:" if _is_numeric_column(rows, c) else "---" for c in cols]
+    header, cells, right = _text_cells(comparison, 60)
+    align = ["---:" if r else "---" for r in right]
 
     def line(values: list[str]) -> str:
-        return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
+        return "| " + " | ".join(_md(v.strip()).replace("|", "\\|") for v in values) + " |"
 
     out = [comparison.caption(), "", line(header), "|" + "|".join(align) + "|"]
-    out += [line([_cell(r[c], width=60) for c in cols]) for r in rows]
+    out += [line(row) for row in cells]
+    for note in comparison.notes():  # one paragraph each
+        out += ["", _md(note)]
     return "\n".join(out) + "\n"
 
 
 def render_csv(comparison: Comparison) -> str:
+    """Full run ids and full-precision values under the metric keys; `best_epoch`, and, with val/
+    columns, `val_last_epoch`: the row's val/ columns that hold the last epoch's value."""
     buf = io.StringIO()
     rows = comparison.rows(short_ids=False)
+    marks = comparison.val_columns and not comparison.cv
+    if marks:
+        for row, run in zip(rows, comparison.runs, strict=True):
+            row[LAST_EPOCH_COLUMN] = " ".join(comparison.last_epoch_cells(run))
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     for row in rows:

@@ -4,30 +4,164 @@ logged, FAILED (or KILLED on Ctrl-C) if anything raises, never left RUNNING.
 `MlflowRun.guard` is the one place a run's final status is decided; Lightning's logger never ends
 the run. Everything is written through the logger's MlflowClient, except the exported model:
 MLflow 3 creates LoggedModels only through its fluent `log_model`, which runs inside the same run.
+
+Every run records the data it used as MLflow dataset inputs (`split_inputs`, `pooled_input`): the
+UI's Dataset column and the run page's Datasets section show them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from lightning.pytorch.loggers import MLFlowLogger
 
 from medpipe.tracking import store
 from medpipe.tracking.store import MAX_PARAM_LEN, default_artifact_location, flatten, tracking_uri
+
+if TYPE_CHECKING:
+    from mlflow.entities import DatasetInput
+
+    from medpipe.data.processed import DatasetMeta
 
 __all__ = [
     "EpochStepMLFlowLogger",
     "MlflowRun",
     "default_artifact_location",
     "flatten",
+    "pooled_input",
+    "split_inputs",
     "tracking_uri",
 ]
 log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+# The `mlflow.data.context` input tag of each split (the UI shows it next to the dataset's name).
+CONTEXTS = {"train": "train", "val": "validation", "test": "test"}
+POOLED_CONTEXT = "pooled"  # a cross-validation's parent run: every row, each fold splits them
+DIGEST_LEN = 36  # MLflow stores at most 36 characters of a dataset's digest
+
+
+def dataset_source(meta: DatasetMeta, data_path: str | None = None) -> tuple[str, str]:
+    """(source type, source JSON) of processed data, as MLflow's own dataset sources write them:
+    the original file (`local`, {"uri"}), its download address (`http`, {"url"}) or, for generated
+    data, the generator and its options (`code`, {"tags"})."""
+    src = meta.source
+    if src.get("file"):
+        path = Path(str(src["file"]))
+        if not path.is_absolute() and data_path and Path(str(data_path)).name == path.name:
+            path = Path(str(data_path)).expanduser().resolve()  # a table source records the name
+        return "local", json.dumps({"uri": str(path)})
+    if src.get("url"):
+        return "http", json.dumps({"url": str(src["url"])})
+    options = {k: v for k, v in src.items() if k != "format_version"}
+    options.setdefault("generator", src.get("source") or meta.name)
+    return "code", json.dumps({"tags": options}, sort_keys=True, default=str)
+
+
+def _arrays(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The stored samples and targets of a split, memory-mapped (only their headers are read)."""
+    return tuple(  # type: ignore[return-value]
+        np.load(folder / f"{split}_{key}.npy", mmap_mode="r", allow_pickle=False)
+        for key in ("x", "y")
+    )
+
+
+def _dataset(
+    meta: DatasetMeta,
+    folder: Path,
+    name: str,
+    digest: str,
+    rows: int,
+    context: str,
+    data_path: str | None,
+) -> DatasetInput:
+    from mlflow.data.schema import TensorDatasetSchema
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.types import Schema, TensorSpec
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    x, y = _arrays(folder, "train")  # every split is stored alike
+    schema = TensorDatasetSchema(
+        features=Schema([TensorSpec(x.dtype, (-1, *x.shape[1:]), "x")]),
+        targets=Schema([TensorSpec(y.dtype, (-1, *y.shape[1:]), "y")]),
+    )
+    profile = {
+        "num_rows": rows,
+        "features_shape": [rows, *x.shape[1:]],
+        "features_dtype": str(x.dtype),
+        "targets_shape": [rows, *y.shape[1:]],
+        "targets_dtype": str(y.dtype),
+        "task": meta.task,
+        "kind": meta.kind,
+        "classes": list(meta.classes),
+        "processed_sha256": meta.content_sha256,
+        "fingerprint": meta.fingerprint,
+    }
+    source_type, source = dataset_source(meta, data_path)
+    return DatasetInput(
+        dataset=Dataset(
+            name=name,
+            digest=digest[:DIGEST_LEN],
+            source_type=source_type,
+            source=source,
+            schema=json.dumps(schema.to_dict()),
+            profile=json.dumps(profile),
+        ),
+        tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)],
+    )
+
+
+def fold_digest(content_sha256: str, split: str, rows: np.ndarray) -> str:
+    """The digest of a cross-validation fold's split: the processed data's hash and the split's
+    row indices into the pooled samples (folds of the same data differ, the same fold does not)."""
+    h = hashlib.sha256(f"{content_sha256}:{split}:".encode())
+    h.update(np.ascontiguousarray(rows, dtype=np.int64).tobytes())
+    return h.hexdigest()[:DIGEST_LEN]
+
+
+def split_inputs(
+    meta: DatasetMeta,
+    folder: str | Path,
+    folds: Mapping[str, np.ndarray] | None = None,
+    data_path: str | None = None,
+) -> list[DatasetInput]:
+    """The train, val and test data of a training run as MLflow dataset inputs named
+    `<data>/<split>` (MLflow keeps one input per name and digest, so the three splits of one
+    processed dataset need their own names), with context train, validation or test.
+
+    digest: the processed data's hash (`data.processed_sha256`, cut to MLflow's 36 characters);
+    for a cross-validation fold (`folds`: row indices of each split into the pooled samples)
+    the hash of that and the split's rows. `data_path`: the configured data file, for sources
+    that record only its name."""
+    folder = Path(folder)
+    inputs = []
+    for split in SPLITS:
+        if folds is None:
+            digest, rows = meta.content_sha256, int(meta.sizes[split])
+        else:
+            digest, rows = fold_digest(meta.content_sha256, split, folds[split]), len(folds[split])
+        name = f"{meta.name}/{split}"
+        inputs.append(_dataset(meta, folder, name, digest, rows, CONTEXTS[split], data_path))
+    return inputs
+
+
+def pooled_input(
+    meta: DatasetMeta, folder: str | Path, data_path: str | None = None
+) -> DatasetInput:
+    """The pooled train+val+test samples a cross-validation splits into folds, named after the
+    data, digest the processed hash, context `pooled`."""
+    rows = sum(int(meta.sizes[s]) for s in SPLITS)
+    return _dataset(
+        meta, Path(folder), meta.name, meta.content_sha256, rows, POOLED_CONTEXT, data_path
+    )
 
 
 class EpochStepMLFlowLogger(MLFlowLogger):
@@ -58,7 +192,10 @@ class MlflowRun:
         tags: dict[str, str],
         params: dict[str, Any],
         synchronous: bool,
+        datasets: Sequence[DatasetInput] = (),
     ) -> MlflowRun:
+        """The run, with its params and dataset inputs; its experiment marked as model training
+        for the UI. If logging those fails, the run is ended FAILED (KILLED on Ctrl-C)."""
         logger = EpochStepMLFlowLogger(
             experiment_name=experiment_name,
             run_name=run_name,
@@ -69,7 +206,10 @@ class MlflowRun:
         )
         run = cls(logger)
         store.CURRENT["run_id"] = run.run_id
-        run.log_params(params)
+        with run.guard(finish=False):
+            store.mark_training_experiment(run.client, run.experiment_id)
+            run.log_params(params)
+            run.log_datasets(datasets)
         return run
 
     @property
@@ -81,8 +221,22 @@ class MlflowRun:
         return self.logger.run_id
 
     @property
+    def experiment_id(self) -> str:
+        return self.logger.experiment_id
+
+    @property
     def uri(self) -> str:
         return self.logger._tracking_uri
+
+    @property
+    def url(self) -> str:
+        """The run's page in the MLflow UI (`make ui`'s address for a local store)."""
+        return store.run_url(self.uri, self.experiment_id, self.run_id)
+
+    def log_datasets(self, datasets: Sequence[DatasetInput]) -> None:
+        """The data the run used, as MLflow dataset inputs, in one call."""
+        if datasets:
+            self.client.log_inputs(self.run_id, datasets=list(datasets))
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric
@@ -124,8 +278,9 @@ class MlflowRun:
         store.end_run(self.client, self.run_id, status)
 
     @contextlib.contextmanager
-    def guard(self) -> Iterator[MlflowRun]:
-        """FINISHED if the block completes, FAILED on an error, KILLED on Ctrl-C."""
+    def guard(self, finish: bool = True) -> Iterator[MlflowRun]:
+        """FINISHED if the block completes (left running with `finish=False`), FAILED on an error,
+        KILLED on Ctrl-C."""
         try:
             yield self
         except KeyboardInterrupt:
@@ -134,4 +289,5 @@ class MlflowRun:
         except BaseException:
             self.end("FAILED")
             raise
-        self.end("FINISHED")
+        if finish:
+            self.end("FINISHED")

@@ -17,6 +17,17 @@ PARENT_ENV = "MEDPIPE_SWEEP_PARENT_RUN_ID"
 # Set by training on every run (read by the sweep summary and by `medpipe.compare`): the
 # comma-separated metric keys its task kind considers its main ones, in display order.
 MAIN_METRICS_TAG = "medpipe.main_metrics"
+# MLflow 3's experiment kind (the UI's kind selector; `genai_development` marks GenAI ones): medpipe
+# sets "custom_model_development" ("Machine learning" in the UI) on the experiments it creates or
+# uses, unless the experiment already has a kind. MLflow 3.17's UI picks its view from its sidebar
+# switch rather than from this tag, hence UI_TRAINING_VIEW in the addresses medpipe prints.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_EXPERIMENT_KIND = "custom_model_development"
+# `make ui` and `make mlflow-server` serve the embedded store here (Makefile HOST and PORT).
+UI_ADDRESS = "http://127.0.0.1:5000"
+# The UI's own query parameter for its sidebar switch (GenAI / Machine learning): without it
+# MLflow 3.17 opens an experiment in the GenAI view (traces) in a browser that never chose.
+UI_TRAINING_VIEW = "workflowType=machine_learning"
 
 
 def tracking_uri(cfg_uri: str | None, mlflow_dir: str) -> str:
@@ -75,9 +86,39 @@ def configured_store(cfg: Any) -> tuple[str, str | None] | None:
 
 
 def experiment_id(client: Any, name: str, artifact_location: str | None) -> str:
-    """The id of experiment `name`, created (with its artifact location) if missing."""
+    """The id of experiment `name`, created (with its artifact location) if missing; either way
+    marked as a model-training experiment for the MLflow UI (`mark_training_experiment`)."""
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp else client.create_experiment(name, artifact_location)
+    if exp is None:
+        kind = {EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT_KIND}
+        return client.create_experiment(name, artifact_location, tags=kind)
+    mark_training_experiment(client, exp.experiment_id, exp.tags)
+    return exp.experiment_id
+
+
+def mark_training_experiment(
+    client: Any, exp_id: str, tags: Mapping[str, str] | None = None
+) -> None:
+    """Tag experiment `exp_id` `mlflow.experimentKind=custom_model_development` unless it has a
+    kind already (one a user chose in the UI is kept). `tags`: its tags, if already fetched."""
+    if tags is None:
+        tags = client.get_experiment(exp_id).tags
+    if not tags.get(EXPERIMENT_KIND_TAG):
+        client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT_KIND)
+
+
+def ui_address(uri: str) -> str:
+    """Where the MLflow UI of tracking URI `uri` is: the server itself for an http(s) tracking
+    server, else the address `make ui` serves the local store on."""
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    return UI_ADDRESS
+
+
+def run_url(uri: str, exp_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI (the route of MLflow 3.17's UI), in its Machine learning
+    (training runs) view."""
+    return f"{ui_address(uri)}/#/experiments/{exp_id}/runs/{run_id}?{UI_TRAINING_VIEW}"
 
 
 def record_failed_job(cfg, err: BaseException) -> str | None:
