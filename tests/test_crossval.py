@@ -12,6 +12,7 @@ import pytest
 
 from medpipe.data.folds import make_folds
 from medpipe.errors import ConfigError
+from medpipe.tracking.mlflow_run import fold_digest
 
 from conftest import evaluate_cli, run_cli
 
@@ -100,6 +101,24 @@ def test_three_fold_cross_validation_end_to_end(tmp_path):
     folds = json.loads((out_dir / "folds.json").read_text())
     tested = sorted(i for f in folds for i in f["test"])
     assert tested == list(range(240))  # the pooled train+val+test samples, each tested once
+
+    # datasets in MLflow: the parent used the pooled data, each fold its own rows of it
+    processed = parent.data.tags["data.processed_sha256"]
+    (pooled,) = parent.inputs.dataset_inputs
+    assert {t.key: t.value for t in pooled.tags} == {"mlflow.data.context": "pooled"}
+    assert (pooled.dataset.name, pooled.dataset.digest) == ("synthetic_lesions", processed[:36])
+    assert json.loads(pooled.dataset.profile)["num_rows"] == 240
+    digests = set()
+    for run in children:
+        fold = folds[int(run.data.tags["cv.fold"])]
+        inputs = {t.value: i.dataset for i in run.inputs.dataset_inputs for t in i.tags}
+        for split, context in (("train", "train"), ("val", "validation"), ("test", "test")):
+            ds = inputs[context]
+            assert ds.name == f"synthetic_lesions/{split}"
+            assert json.loads(ds.profile)["num_rows"] == len(fold[split])
+            assert ds.digest == fold_digest(processed, split, np.array(fold[split]))
+            digests.add(ds.digest)
+    assert len(digests) == 9 and processed[:36] not in digests  # every fold's splits differ
     rows = list(csv.DictReader((out_dir / "cv_summary.csv").open()))
     assert [r["fold"] for r in rows] == ["0", "1", "2", "mean", "std"]
     for i in range(3):

@@ -8,7 +8,6 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from conftest import run_cli
@@ -118,56 +117,6 @@ def test_sweep_children_log_their_dataset_inputs(tmp_path):
         assert url.endswith(
             f"/#/experiments/{exp.experiment_id}/runs/{run_id}?workflowType=machine_learning"
         )
-
-
-def test_cross_validation_folds_have_their_own_digests_and_the_parent_the_pooled_data(tmp_path):
-    out = run_cli(
-        "train",
-        "cv.folds=3",
-        "data.n_train=120",
-        "data.n_val=60",
-        "data.n_test=60",
-        "data.batch_size=64",
-        "trainer.max_epochs=1",
-        "log_model=false",
-        "callbacks.progress_bar=none",
-        f"paths.root_dir={tmp_path}",
-        "experiment_name=cvdata",
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    client = _client(tmp_path)
-    exp = client.get_experiment_by_name("cvdata")
-    runs = client.search_runs([exp.experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get("medpipe.cv") == "true"]
-    folds = sorted(
-        (r for r in runs if r.data.tags.get("cv.fold")), key=lambda r: r.data.tags["cv.fold"]
-    )
-    assert len(folds) == 3
-    processed = parent.data.tags["data.processed_sha256"]
-
-    (pooled,) = parent.inputs.dataset_inputs
-    assert {t.key: t.value for t in pooled.tags} == {"mlflow.data.context": "pooled"}
-    assert pooled.dataset.name == "synthetic_lesions"
-    assert pooled.dataset.digest == processed[:36]
-    assert json.loads(pooled.dataset.profile)["num_rows"] == 240
-
-    out_dir = Path(out.stdout.split("outputs: ")[-1].split()[0])
-    rows = json.loads((out_dir / "folds.json").read_text())
-    digests = []
-    for i, run in enumerate(folds):
-        inputs = _inputs(run)
-        assert set(inputs) == {"train", "validation", "test"}
-        for split, context in CONTEXTS.items():
-            ds = inputs[context].dataset
-            assert ds.name == f"synthetic_lesions/{split}"
-            assert json.loads(ds.profile)["num_rows"] == len(rows[i][split])
-            assert ds.digest != processed[:36]  # the fold's rows, not the whole data
-        digests.append(tuple(inputs[c].dataset.digest for c in CONTEXTS.values()))
-    assert len({d for fold in digests for d in fold}) == 9, "every fold's splits differ"
-
-    from medpipe.tracking.mlflow_run import fold_digest
-
-    assert digests[1][2] == fold_digest(processed, "test", np.array(rows[1]["test"]))
 
 
 def test_an_existing_experiment_keeps_a_kind_its_user_chose(tmp_path):
