@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.error
 import urllib.request
@@ -14,17 +13,13 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from medpipe.data.catalog import CATALOG, MedMNISTInfo
-from medpipe.data.processed import SPLITS, Split, sha256_file
+from medpipe.data.processed import SPLITS, Split, file_digest, sha256_file
 from medpipe.data.sources.base import DataOptions, Source, SourceData, register_source
 from medpipe.errors import DataError
 
 
-def md5_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def md5_file(path: str | os.PathLike) -> str:
+    return file_digest(path, "md5")
 
 
 def download(url: str, dest: Path, md5: str | None, timeout: float = 60.0) -> Path:
