@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -233,10 +234,24 @@ class MlflowRun:
         """The run's page in the MLflow UI (`make ui`'s address for a local store)."""
         return store.run_url(self.uri, self.experiment_id, self.run_id)
 
-    def log_datasets(self, datasets: Sequence[DatasetInput]) -> None:
-        """The data the run used, as MLflow dataset inputs, in one call."""
-        if datasets:
-            self.client.log_inputs(self.run_id, datasets=list(datasets))
+    def log_datasets(self, datasets: Sequence[DatasetInput], attempts: int = 4) -> None:
+        """The data the run used, as MLflow dataset inputs, in one call.
+
+        MLflow's store finds-or-creates each dataset by (experiment, name, digest) without a lock,
+        so the parallel jobs of a sweep, logging the same data at the same moment, can collide on
+        the unique key; the loser's retry finds the dataset the winner created."""
+        if not datasets:
+            return
+        from mlflow.exceptions import MlflowException
+
+        for attempt in range(attempts):
+            try:
+                self.client.log_inputs(self.run_id, datasets=list(datasets))
+                return
+            except MlflowException:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric
