@@ -27,6 +27,15 @@ needs_shared_data = pytest.mark.skipif(
 )
 
 # Small synthetic data: the real generator, sized for fast tests.
+# one epoch on a few hundred synthetic images, nothing but the run itself: sweeps and tracking
+TINY = [
+    "trainer.max_epochs=1",
+    "data.n_train=256",
+    "data.n_val=128",
+    "data.n_test=128",
+    "callbacks.progress_bar=none",
+    "log_model=false",
+]
 SMALL_SYNTHETIC = ["data.n_train=256", "data.n_val=128", "data.n_test=128", "data.batch_size=64"]
 
 

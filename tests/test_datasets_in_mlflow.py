@@ -10,16 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import TINY, run_cli
 
-TINY = [
-    "trainer.max_epochs=1",
-    "data.n_train=256",
-    "data.n_val=128",
-    "data.n_test=128",
-    "callbacks.progress_bar=none",
-    "log_model=false",
-]
 SIZES = {"train": 256, "val": 128, "test": 128}
 CONTEXTS = {"train": "train", "val": "validation", "test": "test"}
 

@@ -7,16 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
-
-TINY = [
-    "trainer.max_epochs=1",
-    "data.n_train=256",
-    "data.n_val=128",
-    "data.n_test=128",
-    "callbacks.progress_bar=none",
-    "log_model=false",
-]
+from conftest import TINY, run_cli
 
 
 def _client(uri: str):
