@@ -197,3 +197,23 @@ def test_history_and_metrics_files_for_dvc(trained):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert all(isinstance(v, float | int) for v in metrics.values())
     assert {"test/auroc", "val/auroc", "best_epoch"} <= set(metrics)
+
+
+def test_ending_a_run_writes_nothing_to_the_working_folder(tmp_path, monkeypatch):
+    """end_run flushes the run's own store: no ./mlflow.db appears where the command was run."""
+    from mlflow import MlflowClient
+
+    from medpipe.tracking.store import end_run
+
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "store").mkdir()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("e"))
+    client.log_metric(run.info.run_id, "m", 1.0, synchronous=False)  # queued, not yet written
+    end_run(client, run.info.run_id, "FINISHED")
+    done = client.get_run(run.info.run_id)
+    assert done.info.status == "FINISHED" and done.data.metrics["m"] == 1.0
+    assert list(here.iterdir()) == []

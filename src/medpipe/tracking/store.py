@@ -64,13 +64,13 @@ def end_run(client: Any, run_id: str, status: str) -> None:
     """The one way a run ends: pending asynchronous writes flushed, then its final status
     (FINISHED, FAILED or KILLED). Training runs reach it through MlflowRun.guard, sweep parents
     through the sweep callback, jobs that failed before their run existed through
-    record_failed_job."""
-    import contextlib
+    record_failed_job.
 
-    import mlflow
-
-    with contextlib.suppress(Exception):
-        mlflow.flush_async_logging()
+    The flush is the client's own store's: `mlflow.flush_async_logging()` flushes the default
+    store instead, and with no tracking URI set it creates ./mlflow.db in the working folder."""
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    if store is not None:
+        store.flush_async_logging()
     client.set_terminated(run_id, status)
 
 
