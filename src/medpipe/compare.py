@@ -1,5 +1,7 @@
 """Compare MLflow runs:  python -m medpipe.compare experiment=NAME [sweep=ID|latest] [cv=true]
-[sort=auto|KEY] [order=auto|desc|asc] [top=N] [format=table|md|csv] [metrics=[KEY,...]].
+[sort=auto|KEY] [order=auto|desc|asc] [top=N] [format=table|md|csv] [metrics=[KEY,...]];
+or two runs on the same test set, paired:  python -m medpipe.compare runs=<id1>,<id2>
+(medpipe.evaluation.paired_runs: DeLong, McNemar, paired bootstrap).
 
 Prints the runs of an experiment, the child runs of one sweep, or the cross-validations (cv=true:
 their parent runs, fold means with their standard deviations), with the parameters that differ
@@ -29,10 +31,14 @@ from medpipe.errors import ConfigError
 
 
 def _alias(arg: str) -> str:
-    """`experiment=NAME` names the MLflow experiment here (conf/experiment/ is train's group)."""
+    """`experiment=NAME` names the MLflow experiment here (conf/experiment/ is train's group);
+    `runs=a,b` is a list of run ids (quoted: an id prefix like 0123 or 12e4 is not a number)."""
     for prefix in ("experiment=", "+experiment="):
         if arg.startswith(prefix):
             return "experiment_name=" + arg.removeprefix(prefix)
+    if arg.startswith("runs=") and not arg.startswith("runs=["):
+        ids = [i.strip().strip("'\"") for i in arg.removeprefix("runs=").split(",")]
+        return "runs=[" + ",".join(f"'{i}'" for i in ids if i) + "]"
     return arg
 
 
@@ -68,6 +74,18 @@ def _compare(cfg: Mapping[str, Any]) -> str:
     from medpipe.tracking.store import tracking_uri  # as training decides (no torch import)
 
     uri = tracking_uri(cfg.get("tracking_uri"), str(cfg["paths"]["mlflow_dir"]))
+    if cfg.get("runs"):  # a paired comparison of two runs on the same test set
+        from medpipe.evaluation.bootstrap import BootstrapSettings
+        from medpipe.evaluation.paired_runs import compare_pair, render_paired
+
+        refs = cfg["runs"]
+        refs = [str(r) for r in ([refs] if isinstance(refs, str) else refs)]
+        boot = cfg.get("bootstrap") or {}
+        settings = BootstrapSettings(n=int(boot.get("n", 2000)), seed=int(boot.get("seed", 0)))
+        text = render_paired(compare_pair(uri, refs, None, settings), fmt)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return text
     params = cfg.get("params")
     if isinstance(params, str):
         params = [params]

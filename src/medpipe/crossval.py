@@ -3,7 +3,8 @@
 Each fold trains and tests as its own MLflow run (`<name>-fold<i>`, tag `cv.fold`, its splits'
 rows as dataset inputs) nested under one parent run (tag `medpipe.cv`, the pooled data as its
 dataset input), which gets the mean and standard deviation over folds of every
-test metric (`test/<metric>` holds the mean, `test/<metric>_std` the sample standard deviation),
+test metric (`test/<metric>` holds the mean, `test/<metric>_std` the sample standard deviation,
+`test/<metric>_ci_low|_ci_high` a 95 % t-interval of the mean over folds),
 `best/<monitor>` (mean of the folds' best validation values) and `cv_summary.{md,csv}` plus
 `folds.json` (the rows of every split of every fold) as artifacts; likewise `val/<metric>`, the
 folds' validation metrics at their best epochs. Outputs go to
@@ -24,7 +25,7 @@ import numpy as np
 
 from medpipe.data.folds import all_folds
 from medpipe.data.processed import read_meta
-from medpipe.outputs import print_metrics, write_json
+from medpipe.outputs import CI_SUFFIXES, print_metrics, write_json
 from medpipe.tasks.kinds import TaskKind
 from medpipe.training import create_run, train_once
 
@@ -89,20 +90,42 @@ def cross_validate(c: dict[str, Any], kind: TaskKind, folder: Path) -> float:
             parent.log_metrics({key: v for key, v in summary.items() if math.isfinite(v)})
             for f in [*files, folds_file, out_dir / "metrics.json"]:
                 parent.log_artifact(f)
-    print_metrics(f"cross-validation over {k} folds (mean; _std: standard deviation):", summary)
+    print_metrics(
+        f"cross-validation over {k} folds (mean [95 % interval of the mean over folds]; _std: "
+        "standard deviation):",
+        summary,
+    )
     print(f"outputs: {out_dir}")
     finite = [b for b in bests if math.isfinite(b)]
     return float(np.mean(finite)) if finite else math.nan
 
 
-def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Mean and sample standard deviation over folds of every metric the folds share."""
-    keys = [key for key in rows[0] if key != "fold" and all(key in r for r in rows)]
+def summarise(rows: list[dict[str, float]], level: float = 0.95) -> dict[str, float]:
+    """Mean and sample standard deviation over folds of every metric the folds share, and for
+    the test metrics a `level` interval of the mean over folds (Student's t with k - 1 degrees of
+    freedom: mean +- t * std / sqrt(k)) as `_ci_low`/`_ci_high`. The folds' own bootstrap
+    intervals stay with the fold runs. Folds where a metric is nan (a class absent from a fold's
+    test rows) are left out of its mean."""
+    from scipy.stats import t as student_t
+
+    keys = [
+        key
+        for key in rows[0]
+        if key != "fold" and not key.endswith(CI_SUFFIXES) and all(key in r for r in rows)
+    ]
     out: dict[str, float] = {}
     for key in keys:
         values = np.array([r[key] for r in rows], dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if not len(values):
+            out[key], out[f"{key}_std"] = math.nan, math.nan
+            continue
         out[key] = float(values.mean())
         out[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        if key.startswith("test/") and len(values) > 1:
+            half = student_t.ppf((1 + level) / 2, len(values) - 1) * out[f"{key}_std"]
+            half /= math.sqrt(len(values))
+            out[f"{key}_ci_low"], out[f"{key}_ci_high"] = out[key] - half, out[key] + half
     return out
 
 
@@ -111,7 +134,7 @@ def write_tables(
 ):
     """cv_summary.csv (one row per fold, then mean and std) and cv_summary.md (the best monitored
     value and the task kind's `main` metrics)."""
-    keys = [key for key in rows[0] if key != "fold"]
+    keys = [key for key in rows[0] if key != "fold" and not key.endswith(CI_SUFFIXES)]
     csv_path, md_path = out_dir / "cv_summary.csv", out_dir / "cv_summary.md"
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

@@ -1,5 +1,6 @@
-"""Test a saved checkpoint on the test split of its data (or of another file in the same format):
-metrics.json, the task kind's report and plots."""
+"""Test a saved checkpoint on the test split of its data (or of another file in the same format)
+at its stored operating point: metrics.json with intervals, the kept predictions, the task kind's
+report and plots. Also what training uses to collect the outputs of its best checkpoint."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from medpipe.data.folds import all_folds
 from medpipe.data.prepare import prepare_dataset
 from medpipe.data.processed import DatasetMeta
 from medpipe.errors import DataError
-from medpipe.outputs import floats, print_metrics, write_json
+from medpipe.evaluation.settings import EvalSettings
+from medpipe.outputs import floats, print_metrics, print_warnings, write_json
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -30,6 +32,47 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or "medpipe" not in ckpt or "state_dict" not in ckpt:
         raise DataError(f"{path}: not a medpipe checkpoint (no 'medpipe' config inside)")
     return ckpt
+
+
+def collect_outputs(
+    trainer: L.Trainer, task, dm, splits: tuple[str, ...], ckpt_path: str | None = None
+) -> dict[str, float]:
+    """Run the test loop over each split (the checkpoint's weights), keeping the raw outputs and
+    targets in `task.collected[split]`; returns what the test split's loop logged (test/loss)."""
+    logged: dict[str, float] = {}
+    try:
+        for split in splits:
+            task.eval_split = dm.test_split = split
+            results = trainer.test(task, datamodule=dm, ckpt_path=ckpt_path, verbose=False)
+            if split == "test":
+                logged = floats(results[0]) if results else {}
+    finally:
+        task.eval_split = dm.test_split = "test"
+    return logged
+
+
+def store_operating_point(path: str | Path, task) -> None:
+    """Write the task's operating point (threshold and temperature buffers, and the rule) into
+    the checkpoint at `path`, atomically: it was saved during training, before they were chosen."""
+    path = Path(path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    state = ckpt["state_dict"]
+    for name, value in task.named_buffers():
+        if name in state and not name.startswith("net."):
+            state[name] = value.detach().cpu().clone()
+    ckpt["medpipe"]["operating_point"] = task.operating_point()
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(path)
+
+
+def data_info(meta: DatasetMeta, folder: Path | None = None) -> dict[str, Any]:
+    """What ties kept predictions to their data: the processed content's hash and fingerprint."""
+    return {
+        "data_name": meta.name,
+        "data_sha256": meta.content_sha256,
+        "data_fingerprint": meta.fingerprint,
+    }
 
 
 def evaluate(c: dict[str, Any]) -> dict[str, float]:
@@ -53,6 +96,7 @@ def evaluate(c: dict[str, Any]) -> dict[str, float]:
     dm = build_datamodule(no_aug, int(run_cfg["seed"]), folder, folds)
     meta = DatasetMeta.from_dict(ckpt["medpipe"]["meta"])
     task = build_task({**run_cfg, "compile": False}, meta)  # one pass: compiling would not pay
+    task.on_load_checkpoint(ckpt)
     task.load_state_dict(ckpt["state_dict"])
     trainer = L.Trainer(
         accelerator=c["trainer"]["accelerator"],
@@ -63,10 +107,15 @@ def evaluate(c: dict[str, Any]) -> dict[str, float]:
         enable_model_summary=False,
         deterministic=bool(run_cfg["trainer"].get("deterministic", False)),
     )
-    results = trainer.test(task, datamodule=dm, verbose=False)
-    metrics = floats(results[0]) if results else {}
+    logged = collect_outputs(trainer, task, dm, ("test",))
+    settings = EvalSettings.from_config(run_cfg)  # the run's intervals; its stored threshold
+    rows = {"test": folds["test"]} if folds is not None else None
+    evaluation = task.evaluate_outputs(
+        out_dir, settings, dm.split_arrays("test"), rows, refit=False, info=data_info(meta)
+    )
+    metrics = {**logged, **evaluation.metrics}
     write_json(out_dir / "metrics.json", metrics)
-    task.write_report(out_dir)
     print_metrics(f"test metrics of {c['ckpt_path']} ({meta.name}):", metrics)
+    print_warnings(evaluation.warnings)
     print(f"outputs: {out_dir}")
     return metrics

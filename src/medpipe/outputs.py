@@ -35,10 +35,41 @@ def write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+CI_SUFFIXES = ("_ci_low", "_ci_high")
+
+
+def with_interval(metrics: dict[str, float], key: str) -> str:
+    """`0.956 [0.941, 0.969]` when the metric has an interval, else `0.9560`."""
+    low, high = metrics.get(key + "_ci_low"), metrics.get(key + "_ci_high")
+    if low is None or high is None:
+        return f"{metrics[key]:.4f}"
+    return f"{metrics[key]:.3f} [{low:.3f}, {high:.3f}]"
+
+
 def print_metrics(title: str, metrics: dict[str, float]) -> None:
+    """One line per metric; a metric's interval beside it (`test/auroc 0.956 [0.941, 0.969]`)."""
     print(title)
     for k in sorted(metrics):
-        print(f"  {k:<28} {metrics[k]:.4f}")
+        if not k.endswith(CI_SUFFIXES):
+            print(f"  {k:<28} {with_interval(metrics, k)}")
+
+
+def print_operating_point(op: dict[str, Any]) -> None:
+    """`threshold 0.431 (youden, chosen on the validation split); temperature 1.27`."""
+    if not op:
+        return
+    t = op.get("threshold")
+    if t is None:
+        text = "decision: argmax over the classes"
+    else:
+        shown = f"{t:.3g}" if isinstance(t, float) else "[" + ", ".join(f"{v:.3g}" for v in t) + "]"
+        text = f"threshold {shown} ({op.get('threshold_rule')}, chosen on the validation split)"
+    print(f"{text}; temperature {op.get('temperature', 1.0):.3g}")
+
+
+def print_warnings(warnings: list[str]) -> None:
+    for w in warnings:
+        print(f"warning: {w}")
 
 
 def best_row(rows: list[dict[str, float]], monitor: str, mode: str) -> dict[str, float]:
@@ -166,6 +197,19 @@ def model_description(card: dict[str, Any], run_id: str, title: str) -> str:
         f"- **input**: a float32 tensor, {card['input']}",
         f"- **output**: {card['output']}{'; each row sums to 1' if rows_sum else ''}",
     ]
+    op = card.get("operating_point") or {}
+    if op.get("threshold") is not None:
+        t = op["threshold"]
+        shown = f"{t:.4g}" if isinstance(t, float) else ", ".join(f"{v:.4g}" for v in t)
+        lines.append(
+            f"- **decision**: positive when the probability is at least {shown} (rule "
+            f"`{op.get('threshold_rule')}`, chosen on the validation split; `model.threshold`)"
+        )
+    if op.get("temperature", 1.0) != 1.0:
+        lines.append(
+            f"- **calibrated**: logits divided by the temperature {op['temperature']:.4g} fitted "
+            "on the validation split (`model.temperature`)"
+        )
     if card["variable_length"]:
         lines.append(
             "- **padded records**: pass their true lengths too, "
@@ -199,8 +243,10 @@ def log_run_outputs(
     files: list[Path],
     report: dict[str, Path],
     best_path: str,
+    predictions: Sequence[Path] = (),
 ) -> None:
-    """Config, overrides, metrics, history, report, best checkpoint and the exported model."""
+    """Config, overrides, metrics, history, report, kept predictions, best checkpoint and the
+    exported model (with the run's operating point)."""
     run.log_artifact(files[1], "config")
     overrides = files[1].parent / "overrides.yaml"
     overrides.write_text("\n".join(f"- {o}" for o in hydra_overrides()) + "\n")
@@ -209,7 +255,12 @@ def log_run_outputs(
         if f.name != "config.yaml":
             run.log_artifact(f)
     for f in report.values():
-        run.log_artifact(f, "plots" if f.suffix == ".png" else "reports")
+        if f.suffix == ".html":  # at the top: MLflow's artifact viewer opens it
+            run.log_artifact(f)
+        else:
+            run.log_artifact(f, "plots" if f.suffix == ".png" else "reports")
+    for f in predictions:
+        run.log_artifact(f, "predictions")
     if best_path:
         run.log_artifact(Path(best_path), "checkpoints")
     if c.get("log_model", True):
@@ -226,6 +277,7 @@ def log_run_outputs(
         with torch.no_grad():
             output_shape = tuple(model(torch.from_numpy(example)).shape[1:])
         card = describe_model(task.meta, test.x.dtype, output_shape, test.lengths is not None)
+        card["operating_point"] = task.operating_point()
         title = f"medpipe {c['model']['name']} on {task.meta.name} ({task.meta.task})"
         run.log_model(
             model,

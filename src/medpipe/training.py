@@ -20,11 +20,21 @@ import medpipe
 from medpipe.building import build_callbacks, build_datamodule, build_task
 from medpipe.data.processed import DatasetMeta
 from medpipe.dvc_provenance import dvc_tags
-from medpipe.outputs import best_row, floats, log_run_outputs, print_metrics, write_json
+from medpipe.evaluating import collect_outputs, data_info, store_operating_point
+from medpipe.evaluation.run_report import write_run_report
+from medpipe.evaluation.settings import EvalSettings, Evaluation
+from medpipe.outputs import (
+    best_row,
+    log_run_outputs,
+    print_metrics,
+    print_operating_point,
+    print_warnings,
+    write_json,
+)
 from medpipe.paths import project_root
 from medpipe.tasks.kinds import TaskKind
 from medpipe.tracking.provenance import git_info, hydra_overrides
-from medpipe.tracking.store import MAIN_METRICS_TAG, PARENT_ENV
+from medpipe.tracking.store import MAIN_METRICS_TAG, PARENT_ENV, WARNINGS_TAG
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +181,26 @@ def train_once(
             run.log_metrics({f"best/{monitor}": best})
         test_metrics: dict[str, float] = {}
         summary: dict[str, float] = {}
-        if c.get("test_after_fit", True):
-            results = trainer.test(task, datamodule=dm, ckpt_path=best_path or None, verbose=False)
-            test_metrics = floats(results[0]) if results else {}
+        evaluation = Evaluation()
+        tested = bool(c.get("test_after_fit", True))
+        if tested:  # every rank takes part; rank zero evaluates
+            test_metrics = collect_outputs(trainer, task, dm, ("val", "test"), best_path or None)
+
+        if trainer.is_global_zero and tested:
+            evaluation = task.evaluate_outputs(
+                out_dir,
+                EvalSettings.from_config(c),
+                dm.split_arrays("test"),
+                rows=folds,
+                info=data_info(meta),
+            )
+            test_metrics.update(evaluation.metrics)
+            if best_path:  # the checkpoint carries the operating point chosen just now
+                store_operating_point(best_path, task)
+            if run is not None:
+                run.log_metrics({k: v for k, v in evaluation.metrics.items() if math.isfinite(v)})
+                if evaluation.warnings:
+                    run.set_tags({WARNINGS_TAG: " | ".join(evaluation.warnings)})
 
         if trainer.is_global_zero:
             best_epoch = best_row(history.rows, monitor, c["monitor_mode"])
@@ -196,14 +223,20 @@ def train_once(
             files = [out_dir / "metrics.json", out_dir / "config.yaml"]
             if (out_dir / "history.csv").exists():
                 files.append(out_dir / "history.csv")
-            report = task.write_report(out_dir)
+            report = dict(evaluation.files)
+            if tested:
+                report["html"] = write_run_report(
+                    out_dir, c, meta, summary, evaluation, out_dir / "history.csv"
+                )
             if run is not None:
-                log_run_outputs(run, c, dm, task, files, report, best_path)
+                log_run_outputs(run, c, dm, task, files, report, best_path, evaluation.predictions)
             print_metrics(
                 f"test metrics ({'best checkpoint' if best_path else 'final weights'}, "
                 f"{meta.name}, {c['model']['name']}):",
                 test_metrics,
             )
+            print_operating_point(evaluation.operating_point)
+            print_warnings(evaluation.warnings)
             if best_path:
                 print(f"best checkpoint: {best_path}")
             print(f"outputs: {out_dir}")

@@ -135,6 +135,7 @@ class MedDataModule(L.LightningDataModule):
         self._pooled: Split | None = None
         self.splits: dict[str, Split] = {}
         self._device_splits: dict[str, tuple[torch.Tensor, ...]] = {}
+        self.test_split = "test"  # what test_dataloader() serves: "val" to collect its outputs
 
     def setup(self, stage: str | None = None) -> None:
         if self.batch_augment is not None and self.trainer is not None:
@@ -144,7 +145,7 @@ class MedDataModule(L.LightningDataModule):
         wanted = {
             "fit": ("train", "val"),
             "validate": ("val",),
-            "test": ("test",),
+            "test": (self.test_split,),
             "predict": ("test",),
         }.get(stage or "", ("train", "val", "test"))
         for split in wanted:
@@ -214,7 +215,7 @@ class MedDataModule(L.LightningDataModule):
         return self._loader("val", train=False)
 
     def test_dataloader(self):
-        return self._loader("test", train=False)
+        return self._loader(self.test_split, train=False)
 
     def split_arrays(self, split: str) -> Split:
         """The raw arrays of a split (for reports and input examples)."""

@@ -509,6 +509,14 @@ def _cell(value: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def interval_text(metrics: dict[str, float], key: str) -> str:
+    """` [0.941, 0.969]`: the metric's confidence interval when the run logged one."""
+    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    if low is None or high is None:
+        return ""
+    return f" [{low:.3f}, {high:.3f}]"
+
+
 def _is_numeric_column(rows: list[dict[str, Any]], col: str) -> bool:
     if col in ("run", "run_id", "status"):
         return False
@@ -529,10 +537,12 @@ def _text_cells(
     marked = [set(comparison.last_epoch_cells(run)) for run in comparison.runs]
     any_marked = {c for m in marked for c in m}
     cells = []
-    for row, row_marks in zip(rows, marked, strict=True):
+    for row, row_marks, run in zip(rows, marked, comparison.runs, strict=True):
         line = []
         for c in cols:
             text = _cell(row[c], width)
+            if c in comparison.metrics:
+                text += interval_text(run.data.metrics, c)
             if c in any_marked:
                 text += LAST_EPOCH_MARK if c in row_marks else " "
             line.append(text)
@@ -580,6 +590,17 @@ def render_csv(comparison: Comparison) -> str:
     columns, `val_last_epoch`: the row's val/ columns that hold the last epoch's value."""
     buf = io.StringIO()
     rows = comparison.rows(short_ids=False)
+    for row, run in zip(rows, comparison.runs, strict=True):  # each interval after its metric
+        ordered: dict[str, Any] = {}
+        for k, v in row.items():
+            ordered[k] = v
+            if k in comparison.metrics and any(
+                f"{k}_ci_low" in r.data.metrics for r in comparison.runs
+            ):
+                ordered[f"{k}_ci_low"] = run.data.metrics.get(f"{k}_ci_low")
+                ordered[f"{k}_ci_high"] = run.data.metrics.get(f"{k}_ci_high")
+        row.clear()
+        row.update(ordered)
     marks = comparison.val_columns and not comparison.cv
     if marks:
         for row, run in zip(rows, comparison.runs, strict=True):

@@ -12,7 +12,9 @@ Regression keys: mae, rmse, r2 (coefficient of determination), in the target's o
 
 from __future__ import annotations
 
+import math
 import re
+import warnings
 
 import torch
 from torch import nn
@@ -20,22 +22,13 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricColl
 from torchmetrics.classification import (
     BinaryAccuracy,
     BinaryAUROC,
-    BinaryF1Score,
-    BinaryPrecision,
-    BinaryRecall,
-    BinarySpecificity,
+    BinaryStatScores,
     MulticlassAccuracy,
     MulticlassAUROC,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-    MulticlassSpecificity,
+    MulticlassStatScores,
     MultilabelAccuracy,
     MultilabelAUROC,
-    MultilabelF1Score,
-    MultilabelPrecision,
-    MultilabelRecall,
-    MultilabelSpecificity,
+    MultilabelStatScores,
 )
 
 # The names each metric collection below logs (per split, `{split}/{name}`), and the loss.
@@ -60,86 +53,103 @@ def class_key(name: str) -> str:
 
 
 class ClassificationMetrics(nn.Module):
-    """All metrics of one split. update() takes probabilities: (N,) positive-class probability for
-    binary tasks, (N, C) class probabilities for multiclass, (N, K) label probabilities for multilabel."""
+    """All metrics of one split, from per-class confusion counts and per-class AUROC, so that a
+    class absent from the split (no sample of it) is left out of every macro average instead of
+    counting as 0; its per-class F1 is nan. A ratio with a zero denominator for a present class
+    (precision when nothing is predicted positive) is 0.
+
+    update() takes probabilities: (N,) positive-class probability for binary tasks, (N, C) class
+    probabilities for multiclass, (N, K) label probabilities for multilabel; labels are predicted
+    at 0.5 (binary, multilabel) or by argmax. The test split's metrics are computed from the kept
+    predictions instead (medpipe.evaluation.stats), at the run's chosen threshold."""
 
     def __init__(self, task: str, classes: list[str], score_classes: list[str] | None = None):
         super().__init__()
+        if task not in ("binary", "multiclass", "multilabel"):
+            raise ValueError(f"unknown classification task '{task}'")
         self.task, self.classes = task, list(classes)
         self.score_index = [self.classes.index(c) for c in score_classes or []]
         k = len(classes)
         if task == "binary":
-            self.main = MetricCollection(
-                {
-                    "acc": BinaryAccuracy(),
-                    "precision": BinaryPrecision(),
-                    "recall": BinaryRecall(),
-                    "specificity": BinarySpecificity(),
-                    "f1": BinaryF1Score(),
-                    "auroc": BinaryAUROC(),
-                }
-            )
-            self.per_class = MetricCollection(
-                {
-                    "balanced_acc": MulticlassAccuracy(2, average="macro"),
-                    "f1_macro": MulticlassF1Score(2, average="macro"),
-                    "f1_class": MulticlassF1Score(2, average=None),
-                }
-            )
+            self.stats = BinaryStatScores()
+            self.auroc = BinaryAUROC()
         elif task == "multiclass":
-            self.main = MetricCollection(
-                {
-                    "acc": MulticlassAccuracy(k, average="micro"),
-                    "balanced_acc": MulticlassAccuracy(k, average="macro"),
-                    "precision": MulticlassPrecision(k, average="macro"),
-                    "recall": MulticlassRecall(k, average="macro"),
-                    "specificity": MulticlassSpecificity(k, average="macro"),
-                    "f1": MulticlassF1Score(k, average="macro"),
-                    "f1_macro": MulticlassF1Score(k, average="macro"),
-                    "f1_class": MulticlassF1Score(k, average=None),
-                    "auroc": MulticlassAUROC(k, average="macro"),
-                }
-            )
-            self.per_class = None
-        elif task == "multilabel":
-            self.main = MetricCollection(
-                {
-                    "acc": MultilabelAccuracy(k, average="micro"),
-                    "precision": MultilabelPrecision(k, average="macro"),
-                    "recall": MultilabelRecall(k, average="macro"),
-                    "specificity": MultilabelSpecificity(k, average="macro"),
-                    "f1": MultilabelF1Score(k, average="macro"),
-                    "f1_macro": MultilabelF1Score(k, average="macro"),
-                    "f1_class": MultilabelF1Score(k, average=None),
-                    "auroc": MultilabelAUROC(k, average="macro"),
-                }
-            )
-            self.per_class = None
+            self.stats = MulticlassStatScores(k, average=None)
+            self.auroc = MulticlassAUROC(k, average=None)
         else:
-            raise ValueError(f"unknown classification task '{task}'")
+            self.stats = MultilabelStatScores(k, average=None)
+            self.auroc = MultilabelAUROC(k, average=None)
 
     def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
-        self.main.update(probs, target)
-        if self.per_class is not None:
-            self.per_class.update(torch.stack([1 - probs, probs], dim=1), target)
+        self.stats.update(probs, target)
+        self.auroc.update(probs, target)
+
+    def per_class(self) -> tuple[torch.Tensor, ...]:
+        """(tp, fp, tn, fn, auroc) per class, float64; binary: class 0 then class 1."""
+        tp, fp, tn, fn, _ = self.stats.compute().double().reshape(-1, 5).unbind(1)
+        if self.task == "binary":  # class 0's counts are class 1's with the roles swapped
+            tp, fp, tn, fn = (
+                torch.cat([tn, tp]),
+                torch.cat([fn, fp]),
+                torch.cat([tp, tn]),
+                torch.cat([fp, fn]),
+            )
+            present = (tp + fn > 0).all()
+            auroc = self.auroc.compute().double() if present else torch.tensor(math.nan)
+            return tp, fp, tn, fn, auroc.reshape(1)
+        with warnings.catch_warnings():  # absent classes: masked out below
+            warnings.simplefilter("ignore")
+            auroc = self.auroc.compute().double()
+        return tp, fp, tn, fn, auroc
 
     def compute(self) -> dict[str, torch.Tensor]:
-        values = dict(self.main.compute())
-        if self.per_class is not None:
-            values.update(self.per_class.compute())
+        tp, fp, tn, fn, auroc = self.per_class()
+        present = (tp + fn) > 0
+        nan = torch.tensor(math.nan, dtype=torch.float64, device=tp.device)
+
+        def ratio(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return torch.where(b > 0, a / b.clamp(min=1e-300), torch.zeros_like(a))
+
+        def macro(v: torch.Tensor) -> torch.Tensor:
+            return v[present].mean() if bool(present.any()) else nan
+
+        precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
+        specificity, f1 = ratio(tn, tn + fp), ratio(2 * tp, 2 * tp + fp + fn)
+        f1_class = torch.where(present, f1, nan)
+        values: dict[str, torch.Tensor] = {}
+        if self.task == "binary":
+            values["acc"] = ratio(tp.sum(), (tp + fn).sum())
+            values.update(
+                precision=precision[1], recall=recall[1], specificity=specificity[1], f1=f1[1]
+            )
+            values["auroc"] = auroc[0]
+        else:
+            if self.task == "multiclass":
+                values["acc"] = ratio(tp.sum(), (tp + fn).sum())
+            else:  # every label decision
+                values["acc"] = ratio((tp + tn).sum(), (tp + fp + tn + fn).sum())
+            values.update(
+                precision=macro(precision),
+                recall=macro(recall),
+                specificity=macro(specificity),
+                f1=macro(f1),
+            )
+            defined = present & (tn + fp > 0)  # one-vs-rest AUROC needs both sides
+            values["auroc"] = auroc[defined].mean() if bool(defined.any()) else nan
+        values["f1_macro"] = macro(f1)
         if self.task == "multilabel":
-            values["balanced_acc"] = (values["recall"] + values["specificity"]) / 2
-        per_class = values.pop("f1_class")
+            values["balanced_acc"] = (macro(recall) + macro(specificity)) / 2
+        else:
+            values["balanced_acc"] = macro(recall)
         if self.score_index:
-            values["f1_score"] = per_class[self.score_index].mean()
-        for name, v in zip(self.classes, per_class, strict=True):
+            values["f1_score"] = f1_class[self.score_index].nanmean()
+        for name, v in zip(self.classes, f1_class, strict=True):
             values[f"f1_{class_key(name)}"] = v
-        return values
+        return {k: v.float() for k, v in values.items()}
 
     def reset(self) -> None:
-        self.main.reset()
-        if self.per_class is not None:
-            self.per_class.reset()
+        self.stats.reset()
+        self.auroc.reset()
 
 
 def train_accuracy(task: str, n_classes: int) -> Metric:

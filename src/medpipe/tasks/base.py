@@ -27,6 +27,12 @@ def unpack(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     return batch[0], batch[1], None
 
 
+def unshard(gathered: torch.Tensor, n: int) -> torch.Tensor:
+    """Rows in split order from all_gather's (world, per_rank, ...) of an unshuffled sharded
+    loader: rank r held rows r, r + world, ... of the split padded to world * per_rank."""
+    return gathered.transpose(0, 1).reshape(-1, *gathered.shape[2:])[:n]
+
+
 class MedTask(L.LightningModule):
     """Training, evaluation and test loops over any net; the subclass says what is learnt.
 
@@ -70,7 +76,10 @@ class MedTask(L.LightningModule):
         self.register_buffer("_loss_sum", torch.zeros((), dtype=torch.float64), persistent=False)
         self.register_buffer("_loss_count", torch.zeros((), dtype=torch.float64), persistent=False)
         self.run_config: dict[str, Any] = {}
-        self.test_outputs: tuple[torch.Tensor, torch.Tensor] | None = None
+        # trainer.test() runs over `eval_split` (the datamodule's `test_split`) and keeps the net's
+        # raw outputs and the targets of every row, in row order: collected[split] = (raw, y).
+        self.eval_split = "test"
+        self.collected: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._test_buffer: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # -- what subclasses define ------------------------------------------------------------------
@@ -155,17 +164,22 @@ class MedTask(L.LightningModule):
         self._test_buffer = []
 
     def test_step(self, batch, batch_idx):
-        out = self._eval_step(batch, "test", self.test_metrics)
-        self._test_buffer.append((out.detach(), batch[1].detach()))
+        """Keep the raw outputs; the task kind's `evaluate_outputs` computes the metrics from
+        them (at the operating point chosen on the validation split, with intervals)."""
+        x, y, lengths = unpack(batch)
+        raw = self(x, lengths)
+        if self.eval_split == "test":
+            self.log("test/loss", self.loss(raw, y), batch_size=len(x), sync_dist=True)
+        self._test_buffer.append((raw.detach().float(), y.detach()))
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.test_metrics)
-        out = torch.cat([p for p, _ in self._test_buffer])
+        raw = torch.cat([p for p, _ in self._test_buffer])
         target = torch.cat([t for _, t in self._test_buffer])
         if self.trainer.world_size > 1:
-            out = self.all_gather(out).flatten(0, 1)
-            target = self.all_gather(target).flatten(0, 1)
-        self.test_outputs = (out.float().cpu(), target.cpu())
+            n = len(self.trainer.datamodule.split_arrays(self.eval_split))
+            raw = unshard(self.all_gather(raw), n)
+            target = unshard(self.all_gather(target), n)
+        self.collected[self.eval_split] = (raw.cpu(), target.cpu())
         self._test_buffer = []
 
     # -- optimisation ----------------------------------------------------------------------------
@@ -180,5 +194,24 @@ class MedTask(L.LightningModule):
         }
 
     # -- checkpoints carry what is needed to rebuild the task ----------------------------------
+    def operating_point(self) -> dict[str, Any]:
+        """What a task kind decides after training (threshold, temperature); {} if nothing."""
+        return {}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["medpipe"] = {"config": self.run_config, "meta": asdict(self.meta)}
+        checkpoint["medpipe"] = {
+            "config": self.run_config,
+            "meta": asdict(self.meta),
+            "operating_point": self.operating_point(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint written before a buffer existed (the operating point's) loads with the
+        buffer's default; the threshold rule comes back with it."""
+        state = checkpoint.setdefault("state_dict", {})
+        for name, value in self.named_buffers():
+            if name not in state and name in self.state_dict():
+                state[name] = value
+        rule = (checkpoint.get("medpipe") or {}).get("operating_point", {}).get("threshold_rule")
+        if rule and hasattr(self, "threshold_rule"):
+            self.threshold_rule = rule

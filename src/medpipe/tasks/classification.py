@@ -1,4 +1,5 @@
-"""The classification task kind: any net on binary, multiclass and multilabel data."""
+"""The classification task kind: any net on binary, multiclass and multilabel data, with an
+operating point (temperature and threshold) chosen on the validation split after training."""
 
 from __future__ import annotations
 
@@ -86,8 +87,14 @@ class ClassificationTask(MedTask):
         weights = class_weights_from(o.class_weights, meta)
         self.register_buffer("class_weight", weights if weights is not None else torch.empty(0))
         self.val_metrics = ClassificationMetrics(meta.task, meta.classes, meta.score_classes)
-        self.test_metrics = ClassificationMetrics(meta.task, meta.classes, meta.score_classes)
         self.train_metric = train_accuracy(meta.task, len(meta.classes))
+        # The operating point, set after training from the validation split (evaluate_outputs):
+        # logits are divided by `temperature`; binary: positive when P >= threshold; multilabel:
+        # one threshold per label; multiclass: argmax (no threshold).
+        self.register_buffer("temperature", torch.ones(()))
+        shapes = {"binary": (), "multilabel": (len(meta.classes),), "multiclass": (0,)}
+        self.register_buffer("threshold", torch.full(shapes[meta.task], 0.5))
+        self.threshold_rule = "0.5"
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Binary: P(positive) (N,); multiclass: softmax (N, C); multilabel: sigmoid (N, K)."""
@@ -113,14 +120,29 @@ class ClassificationTask(MedTask):
             )
         return F.cross_entropy(logits, y.long(), weight=w, label_smoothing=self.label_smoothing)
 
-    def write_report(self, out_dir: Path) -> dict[str, Path]:
-        """Confusion matrix, ROC/PR curves and the per-class report of the gathered test outputs."""
-        from medpipe.evaluation.report import write_test_report
+    def operating_point(self) -> dict[str, Any]:
+        """What the checkpoint and the exported model carry: rule, threshold(s), temperature."""
+        threshold: float | list[float] | None = None
+        if self.task == "binary":
+            threshold = float(self.threshold)
+        elif self.task == "multilabel":
+            threshold = [float(t) for t in self.threshold]
+        return {
+            "threshold_rule": self.threshold_rule if threshold is not None else "argmax",
+            "threshold": threshold,
+            "temperature": float(self.temperature),
+        }
 
-        if self.test_outputs is None:
-            return {}
-        out, target = (t.numpy() for t in self.test_outputs)
-        return write_test_report(out, target, self.meta.task, self.meta.classes, out_dir)
+    def evaluate_outputs(
+        self, out_dir: Path, settings, test_split, rows=None, refit=True, info=None
+    ):
+        """Metrics with intervals, calibration, operating point, predictions, report figures and
+        explanations of the kept outputs (medpipe.evaluation.classifying)."""
+        from medpipe.evaluation.classifying import evaluate_classification
+
+        if refit and "val" in self.collected:
+            self.threshold_rule = settings.threshold
+        return evaluate_classification(self, out_dir, settings, test_split, rows, refit, info)
 
     def inference_model(self) -> nn.Module:
         return InferenceModel(self)
@@ -133,10 +155,14 @@ class InferenceModel(nn.Module):
         super().__init__()
         self.preprocess, self.net, self.kind = task.preprocess, task.net, task.task
         self.one_logit = task.num_outputs(task.meta, task.options) == 1 and task.task == "binary"
+        # calibrated probabilities; `threshold` is the decision the run chose (argmax: empty)
+        self.register_buffer("temperature", task.temperature.detach().clone().cpu())
+        self.register_buffer("threshold", task.threshold.detach().clone().cpu())
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         x = self.preprocess(x)
         logits = self.net(x) if lengths is None else self.net(x, lengths=lengths)
+        logits = logits / self.temperature
         if self.kind == "multiclass" or (self.kind == "binary" and not self.one_logit):
             return logits.softmax(1)
         return torch.sigmoid(logits)

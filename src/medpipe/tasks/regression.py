@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,7 +54,6 @@ class RegressionTask(MedTask):
         self.register_buffer("target_mean", torch.tensor(float(meta.target_mean)))
         self.register_buffer("target_std", torch.tensor(float(meta.target_std)))
         self.val_metrics = RegressionMetrics()
-        self.test_metrics = RegressionMetrics()
         self.train_metric = MeanAbsoluteError()
 
     def outputs(self, raw: torch.Tensor) -> torch.Tensor:
@@ -72,14 +72,43 @@ class RegressionTask(MedTask):
             return F.l1_loss(pred, z)
         return F.huber_loss(pred, z, delta=self.huber_delta)
 
-    def write_report(self, out_dir: Path) -> dict[str, Path]:
-        """Predicted-vs-true and residual plots and the error report of the test outputs."""
-        from medpipe.evaluation.report import write_regression_report
+    def operating_point(self) -> dict[str, Any]:
+        return {}
 
-        if self.test_outputs is None:
-            return {}
-        out, target = (t.numpy() for t in self.test_outputs)
-        return write_regression_report(out, target, self.meta.classes[0], out_dir)
+    def evaluate_outputs(
+        self, out_dir: Path, settings, test_split, rows=None, refit=True, info=None
+    ):
+        """Metrics with bootstrap intervals, the kept predictions and the error report."""
+        from medpipe.evaluation.bootstrap import regression_cis
+        from medpipe.evaluation.predictions import Predictions
+        from medpipe.evaluation.report import write_regression_report
+        from medpipe.evaluation.settings import Evaluation
+        from medpipe.evaluation.stats import regression_metrics
+
+        raw, y = self.collected["test"]
+        with torch.no_grad():
+            pred = self.outputs(raw).double().numpy()
+        target = y.double().numpy()
+        ev = Evaluation()
+        ev.metrics = {f"test/{k}": float(v) for k, v in regression_metrics(pred, target).items()}
+        if settings.bootstrap is not None:
+            for k, (low, high) in regression_cis(pred, target, settings.bootstrap).items():
+                ev.metrics[f"test/{k}_ci_low"], ev.metrics[f"test/{k}_ci_high"] = low, high
+        rows = np.asarray((rows or {}).get("test", np.arange(len(target))))
+        ids = getattr(test_split, "ids", None)
+        ev.predictions = Predictions(
+            "test",
+            "regression",
+            list(self.meta.classes),
+            target,
+            pred,
+            rows,
+            raw.numpy(),
+            ids,
+            info=dict(info or {}),
+        ).save(out_dir / "predictions")
+        ev.files.update(write_regression_report(pred, target, self.meta.classes[0], out_dir))
+        return ev
 
     def inference_model(self) -> nn.Module:
         return RegressionInferenceModel(self)

@@ -17,6 +17,7 @@ PARENT_ENV = "MEDPIPE_SWEEP_PARENT_RUN_ID"
 # Set by training on every run (read by the sweep summary and by `medpipe.compare`): the
 # comma-separated metric keys its task kind considers its main ones, in display order.
 MAIN_METRICS_TAG = "medpipe.main_metrics"
+WARNINGS_TAG = "medpipe.warnings"  # what a reader of the run's results must know, " | "-joined
 # MLflow 3's experiment kind (the UI's kind selector; `genai_development` marks GenAI ones): medpipe
 # sets "custom_model_development" ("Machine learning" in the UI) on the experiments it creates or
 # uses, unless the experiment already has a kind. MLflow 3.17's UI picks its view from its sidebar
