@@ -42,6 +42,7 @@ SETS = {
         ("bench_overhead", [], ["overhead_cpu"]),
         ("bench_tracking", [], ["tracking"]),
         ("bench_dvc", [], ["dvc"]),
+        ("bench_bootstrap", [], ["bootstrap"]),
         ("bench_time_to_accuracy", [], ["time_to_accuracy_cpu"]),
     ],
     "gpu": [

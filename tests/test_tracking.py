@@ -178,8 +178,12 @@ def test_evaluate_reproduces_the_test_metrics_of_training(trained, tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     evaluated = json.loads((tmp_path / "metrics.json").read_text())
-    logged = {k: v for k, v in run.data.metrics.items() if k.startswith("test/")}
+    keys = ("test/", "test_at_0.5/", "threshold", "temperature")  # at the stored operating point
+    logged = {k: v for k, v in run.data.metrics.items() if k.startswith(keys)}
     assert set(evaluated) == set(logged)
+    assert evaluated["threshold"] == run.data.metrics["threshold"]
+    kept = next((root / "logs" / "runs").rglob("predictions/test.csv")).read_text()
+    assert (tmp_path / "predictions" / "test.csv").read_text() == kept
     for k, v in logged.items():
         assert abs(evaluated[k] - v) <= 1e-6, (k, evaluated[k], v)
     assert (tmp_path / "plots" / "confusion_matrix.png").exists() and (

@@ -159,6 +159,26 @@ def _cv_problems(c: dict[str, Any]) -> list[str]:
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
+class BootstrapCfg(_Closed):
+    n: NonNegInt = 2000  # replicates; 0: no intervals
+    method: Literal["percentile", "bca"] = "percentile"
+    level: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    seed: int | None = None  # null: the run's seed
+
+
+class ExplainCfg(_Closed):
+    enabled: bool = True
+    n: PosInt = 16  # test samples in the figure
+    method: Literal["auto", "gradcam", "gradcampp", "integrated_gradients", "occlusion"] = "auto"
+    max_samples: PosInt = 256  # positives the pointing game reads
+
+
+class EvaluationCfg(_Closed):
+    bootstrap: BootstrapCfg = BootstrapCfg()
+    ece_bins: Annotated[int, Field(ge=2, le=100)] = 15
+    explain: ExplainCfg = ExplainCfg()
+
+
 class TrainCfg(_Closed):
     """The top level of conf/train.yaml (the groups are checked one by one below)."""
 
@@ -176,6 +196,9 @@ class TrainCfg(_Closed):
     channels_last: bool = False
     compile: bool | str = False
     optuna_trial: int | None = None  # set by the Optuna sweeper for each trial
+    threshold: str | float = "youden"  # the operating point's rule (evaluation.operating_point)
+    calibration: Literal["none", "temperature"] = "temperature"
+    evaluation: EvaluationCfg = EvaluationCfg()
     # the groups (checked by their own models)
     paths: dict[str, Any]
     data: dict[str, Any]
@@ -187,6 +210,14 @@ class TrainCfg(_Closed):
     logger: dict[str, Any] = {}
     callbacks: dict[str, Any] = {}
     hydra: Any = None  # Hydra's own settings, when composed with return_hydra_config
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold_rule(cls, v: Any) -> Any:
+        from medpipe.evaluation.operating_point import parse_rule
+
+        parse_rule(str(v))  # ValueError: what is allowed
+        return str(v)
 
     @field_validator("compile", mode="before")
     @classmethod
@@ -229,6 +260,11 @@ class PrepareCfg(_Closed):
     hydra: Any = None
 
 
+class PairedBootstrapCfg(_Closed):
+    n: PosInt = 2000
+    seed: int = 0
+
+
 class CompareCfg(_Closed):
     """conf/compare.yaml (values are checked by medpipe.evaluation.compare_runs)."""
 
@@ -244,6 +280,8 @@ class CompareCfg(_Closed):
     ignore_params: list[str] = []
     metrics: list[str] | str | None = None
     tracking_uri: str | None = None
+    runs: list[str] | str | None = None  # two run ids: a paired comparison on their test set
+    bootstrap: PairedBootstrapCfg = PairedBootstrapCfg()
     paths: PathsCfg
     hydra: Any = None
 

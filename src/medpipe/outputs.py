@@ -21,6 +21,7 @@ import torch
 
 from medpipe.data.datamodule import MedDataModule
 from medpipe.data.processed import DatasetMeta
+from medpipe.evaluation.settings import threshold_text
 from medpipe.tasks.base import MedTask
 from medpipe.tracking.provenance import hydra_overrides
 
@@ -62,8 +63,7 @@ def print_operating_point(op: dict[str, Any]) -> None:
     if t is None:
         text = "decision: argmax over the classes"
     else:
-        shown = f"{t:.3g}" if isinstance(t, float) else "[" + ", ".join(f"{v:.3g}" for v in t) + "]"
-        text = f"threshold {shown} ({op.get('threshold_rule')}, chosen on the validation split)"
+        text = f"threshold {threshold_text(t)} ({op.get('threshold_rule')}, chosen on the validation split)"
     print(f"{text}; temperature {op.get('temperature', 1.0):.3g}")
 
 

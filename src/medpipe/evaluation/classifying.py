@@ -6,6 +6,7 @@ explanations."""
 
 from __future__ import annotations
 
+import warnings as warnings_module
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ def fit_operating_point(task, settings: EvalSettings, warnings: list[str]) -> No
     """Fit the temperature and choose the threshold on the kept validation outputs; store both
     in the task's buffers (the checkpoint and the exported model carry them)."""
     from medpipe.evaluation.calibration import fit_temperature
-    from medpipe.evaluation.operating_point import choose_thresholds
+    from medpipe.evaluation.operating_point import select_operating_point
 
     raw, y = task.collected["val"]
     kind = task.task
@@ -48,7 +49,16 @@ def fit_operating_point(task, settings: EvalSettings, warnings: list[str]) -> No
     if kind == "multiclass":
         return  # argmax decides
     probs = task.probabilities(raw / temperature).numpy()
-    chosen = choose_thresholds(probs, target, kind, settings.threshold)
+    with warnings_module.catch_warnings():  # said below, in the run's own warnings
+        warnings_module.simplefilter("ignore")
+        point = select_operating_point(probs, target, kind, settings.threshold)
+    if point.fallback:
+        names = [task.meta.classes[i] for i in point.fallback]
+        warnings.append(
+            f"threshold {settings.threshold}: the validation split holds one class only for "
+            f"{', '.join(names)}; 0.5 is used there"
+        )
+    chosen = point.threshold
     task.threshold.copy_(
         torch.as_tensor(chosen, dtype=task.threshold.dtype).reshape(task.threshold.shape)
     )
@@ -108,7 +118,7 @@ def evaluate_classification(
     if kind == "binary":
         ev.metrics["threshold"] = float(threshold)
     elif kind == "multilabel":
-        from medpipe.evaluation.metrics import class_key
+        from medpipe.evaluation.stats import class_key
 
         for name, t in zip(classes, np.atleast_1d(threshold), strict=True):
             ev.metrics[f"threshold/{class_key(name)}"] = float(t)

@@ -13,7 +13,6 @@ Regression keys: mae, rmse, r2 (coefficient of determination), in the target's o
 from __future__ import annotations
 
 import math
-import re
 import warnings
 
 import torch
@@ -31,6 +30,8 @@ from torchmetrics.classification import (
     MultilabelStatScores,
 )
 
+from medpipe.evaluation.stats import class_key
+
 # The names each metric collection below logs (per split, `{split}/{name}`), and the loss.
 CLASSIFICATION_METRICS = (
     "loss",
@@ -45,11 +46,6 @@ CLASSIFICATION_METRICS = (
     "f1_score",
 )
 REGRESSION_METRICS = ("loss", "mae", "rmse", "r2")
-
-
-def class_key(name: str) -> str:
-    """A class name as a metric-key fragment: lower case, [a-z0-9_] only."""
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "class"
 
 
 class ClassificationMetrics(nn.Module):

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from medpipe.errors import DataError
-from medpipe.evaluation.metrics import class_key
+from medpipe.evaluation.stats import class_key
 
 
 @dataclass

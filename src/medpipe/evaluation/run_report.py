@@ -13,7 +13,7 @@ from medpipe.evaluation.html_report import (
     plot_training_curves,
     write_html_report,
 )
-from medpipe.evaluation.settings import Evaluation
+from medpipe.evaluation.settings import Evaluation, threshold_text
 
 # The figures, in reading order, with their captions (keys of Evaluation.files).
 FIGURES = (
@@ -80,8 +80,8 @@ def write_run_report(
         decision = (
             "argmax over the classes"
             if t is None
-            else f"threshold {t if isinstance(t, float) else list(t)} ({op.get('threshold_rule')}, "
-            "chosen on the validation split)"
+            else f"threshold {threshold_text(t)} ({op.get('threshold_rule')}, chosen on the "
+            "validation split)"
         )
         text += f" Decision: {decision}; temperature {op.get('temperature', 1.0):.4g}."
     sections.append(Section("Test metrics", text=text, table=_metric_rows(summary)))

@@ -57,3 +57,8 @@ class Evaluation:
     predictions: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     operating_point: dict[str, Any] = field(default_factory=dict)
+
+
+def threshold_text(t: float | list[float]) -> str:
+    """`0.438` or `[0.41, 0.6]` (one per label)."""
+    return f"{t:.3g}" if isinstance(t, float) else "[" + ", ".join(f"{v:.3g}" for v in t) + "]"
