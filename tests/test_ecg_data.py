@@ -251,6 +251,10 @@ def test_physionet_tiny_records(tmp_path):
     lengths = np.concatenate([data.splits[s].lengths for s in ("train", "val", "test")])
     # 5 s and 12 s records keep 500 and 1200 samples at 100 Hz; 35 s and 40 s are cut to 30 s
     assert sorted(set(lengths.tolist())) == [500, 1200, 3000]
+    # every window carries its record's name (kept predictions); no record is in two splits
+    ids = {s: set(data.splits[s].ids.tolist()) for s in ("train", "val", "test")}
+    assert set().union(*ids.values()) == {f"A{i:05d}" for i in range(1, 17)}
+    assert not (ids["train"] & ids["test"]) and not (ids["val"] & ids["test"])
     # the hash of the inputs changes with any record
     before = make_source(physionet_cfg(folder), "").describe()
     scipy.io.savemat(folder / "A00001.mat", {"val": np.zeros((1, 900), np.int16)})

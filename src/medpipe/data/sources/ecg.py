@@ -266,6 +266,7 @@ class PhysioNet2017Source(Source):
             "records_sha256": files_digest([folder / f"{r}.mat" for r, _ in rows]),
             "split": list(self.cfg.get("split") or DEFAULT_SPLIT),
             "seed": int(self.cfg.get("seed", 0)),
+            "ids": "record",  # each window carries its record's name (kept predictions)
             **_preprocess_desc(self.cfg),
         }
 
@@ -314,10 +315,11 @@ class PhysioNet2017Source(Source):
             labels,
             classes=PHYSIONET2017_CLASSES,
         )
+        names = np.array([r for r, _ in rows])
         splits = {}
         for s in SPLITS:
             keep = np.isin(rec, parts[s])
-            splits[s] = Split(x[keep], labels[rec[keep]], lengths[keep])
+            splits[s] = Split(x[keep], labels[rec[keep]], lengths[keep], ids=names[rec[keep]])
         raw = np.array([r.shape[1] for r in records])
         return SourceData(
             splits,
