@@ -94,6 +94,8 @@ def test_three_fold_cross_validation_end_to_end(tmp_path):
         values = np.array([r.data.metrics[key] for r in children])
         assert parent.data.metrics[key] == pytest.approx(values.mean(), abs=1e-9)
         assert parent.data.metrics[f"{key}_std"] == pytest.approx(values.std(ddof=1), abs=1e-9)
+        low, high = parent.data.metrics[f"{key}_ci_low"], parent.data.metrics[f"{key}_ci_high"]
+        assert low < values.mean() < high  # the t-interval of the mean over the 3 folds
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"cv_summary.md", "cv_summary.csv", "folds.json", "metrics.json"} <= artifacts
 
@@ -101,6 +103,12 @@ def test_three_fold_cross_validation_end_to_end(tmp_path):
     folds = json.loads((out_dir / "folds.json").read_text())
     tested = sorted(i for f in folds for i in f["test"])
     assert tested == list(range(240))  # the pooled train+val+test samples, each tested once
+    kept_rows = [
+        int(line.split(",")[0])
+        for i in range(3)
+        for line in (out_dir / f"fold{i}" / "predictions" / "test.csv").read_text().splitlines()[1:]
+    ]
+    assert sorted(kept_rows) == tested
 
     # datasets in MLflow: the parent used the pooled data, each fold its own rows of it
     processed = parent.data.tags["data.processed_sha256"]

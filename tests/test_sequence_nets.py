@@ -303,21 +303,31 @@ def test_slice_context_reads_neighbouring_slices_as_channels():
 
 
 def test_every_registered_explain_layer_is_a_module_with_spatial_maps():
+    """(N, C, *spatial) maps with the input's spatial rank; a net folding slices into the batch
+    (`slice_axis`) gives (N * S, C, h, w) (the contract in models/nets/registry.py)."""
     from medpipe.models.nets import NETS
 
     shapes = {1: (64,), 2: (28, 28), 3: (8, 16, 16)}
-    checked = 0
+    checked = set()
     for name, cls in NETS.items():
         if cls.explain_layer is None or not name.startswith("medpipe."):
             continue
-        dims = 2 if name.endswith(("SimpleCNN", "ResNet")) else 1
-        net = cls(1, 2, shapes[dims]).eval()
-        seen: dict = {}
-        net.get_submodule(cls.explain_layer).register_forward_hook(
-            lambda m, i, o, seen=seen: seen.update(shape=o.shape)
-        )
-        with torch.no_grad():
-            net(torch.zeros(1, 1, *shapes[dims]))
-        assert len(seen["shape"]) == 2 + dims, name  # (N, C, *spatial): maps to explain
-        checked += 1
-    assert checked >= 2
+        for dims in (1, 2, 3):  # every spatial rank the net is built for
+            try:
+                net = cls(1, 2, shapes[dims]).eval()
+            except ValueError:
+                continue
+            seen: dict = {}
+            net.get_submodule(cls.explain_layer).register_forward_hook(
+                lambda m, i, o, seen=seen: seen.update(shape=o.shape)
+            )
+            with torch.no_grad():
+                net(torch.zeros(2, 1, *shapes[dims]))
+            axis = getattr(net, "slice_axis", None)
+            if axis is None:  # (N, C, *spatial): maps to explain
+                assert len(seen["shape"]) == 2 + dims and seen["shape"][0] == 2, name
+            else:  # slices folded into the batch: (N * S, C, h, w)
+                assert len(seen["shape"]) == 1 + dims, name
+                assert seen["shape"][0] == 2 * shapes[dims][axis], name
+            checked.add(name.rsplit(".", 1)[-1])
+    assert {"SimpleCNN", "ResNet", "CRNN1D", "CRNN2D", "SliceCNN"} <= checked

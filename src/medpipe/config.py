@@ -251,6 +251,33 @@ class EvaluateCfg(_Closed):
     hydra: Any = None
 
 
+ExplainMethod = ExplainCfg.model_fields["method"].annotation  # stated once, in ExplainCfg
+
+
+class ExplainDataCfg(_Closed):
+    path: str | None = None
+    mirror: str | None = None
+
+
+class ExplainCommandCfg(_Closed):
+    """conf/explain.yaml (`python -m medpipe.explain`)."""
+
+    task_name: str = "explain"
+    ckpt_path: Annotated[str, Field(min_length=1)]
+    output_dir: str
+    inputs: str | None = None  # a .npy of samples in the stored format; null: the data split
+    split: Literal["train", "val", "test"] = "test"
+    n: PosInt = 16
+    method: ExplainMethod = "auto"  # type: ignore[valid-type]
+    max_samples: PosInt = 256
+    threshold: Annotated[float, Field(gt=0, lt=1)] | None = None  # null: the checkpoint's
+    seed: int = 0
+    device: str = "cpu"
+    data: ExplainDataCfg = ExplainDataCfg()
+    paths: PathsCfg
+    hydra: Any = None
+
+
 class PrepareCfg(_Closed):
     task_name: str = "prepare"
     out: str | None = None
@@ -501,6 +528,16 @@ def validate(cfg: DictConfig | dict[str, Any], config_name: str = "train") -> di
     elif config_name == "evaluate":
         problems = pydantic_problems("", EvaluateCfg, c)
         problems += _check_file("ckpt_path", c.get("ckpt_path"))
+        data = _section(c, "data")
+        problems += [
+            p
+            for k in ("path", "mirror")
+            for p in _check_file(f"data.{k}", data.get(k), k == "mirror")
+        ]
+    elif config_name == "explain":
+        problems = pydantic_problems("", ExplainCommandCfg, c)
+        problems += _check_file("ckpt_path", c.get("ckpt_path"))
+        problems += _check_file("inputs", c.get("inputs"))
         data = _section(c, "data")
         problems += [
             p

@@ -17,6 +17,7 @@ from medpipe.data.processed import DatasetMeta
 from medpipe.errors import DataError
 from medpipe.evaluation.settings import EvalSettings
 from medpipe.outputs import floats, print_metrics, print_warnings, write_json
+from medpipe.tasks.base import MedTask
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -75,16 +76,16 @@ def data_info(meta: DatasetMeta, folder: Path | None = None) -> dict[str, Any]:
     }
 
 
-def evaluate(c: dict[str, Any]) -> dict[str, float]:
-    """Test the checkpoint `c["ckpt_path"]` (resolved evaluate config); write its outputs."""
+def restore(c: dict[str, Any]) -> tuple[dict[str, Any], Path, dict | None, MedTask]:
+    """What the checkpoint `c["ckpt_path"]` describes (evaluate and explain read it alike): its
+    run config with `c`'s non-null `data` keys and paths, its prepared data folder, its fold's rows
+    (None outside cross-validation) and its task module with the trained weights."""
     ckpt = load_checkpoint(c["ckpt_path"])
     run_cfg = ckpt["medpipe"]["config"]
     for key, value in (c.get("data") or {}).items():
         if value is not None:
             run_cfg["data"][key] = value
     run_cfg["paths"].update({k: c["paths"][k] for k in ("processed_dir", "raw_dir")})
-    out_dir = Path(c["output_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(int(run_cfg["seed"]), workers=True, verbose=False)
     folder = prepare_dataset(
         run_cfg["data"], run_cfg["paths"]["processed_dir"], run_cfg["paths"]["raw_dir"]
@@ -92,12 +93,21 @@ def evaluate(c: dict[str, Any]) -> dict[str, float]:
     folds = None
     if (run_cfg.get("cv") or {}).get("fold") is not None:  # one fold of a cross-validation
         folds = all_folds(run_cfg, folder)[int(run_cfg["cv"]["fold"])]
-    no_aug = {**run_cfg, "augmentation": {"train": []}}
-    dm = build_datamodule(no_aug, int(run_cfg["seed"]), folder, folds)
     meta = DatasetMeta.from_dict(ckpt["medpipe"]["meta"])
     task = build_task({**run_cfg, "compile": False}, meta)  # one pass: compiling would not pay
     task.on_load_checkpoint(ckpt)
     task.load_state_dict(ckpt["state_dict"])
+    return run_cfg, folder, folds, task
+
+
+def evaluate(c: dict[str, Any]) -> dict[str, float]:
+    """Test the checkpoint `c["ckpt_path"]` (resolved evaluate config); write its outputs."""
+    run_cfg, folder, folds, task = restore(c)
+    meta = task.meta
+    out_dir = Path(c["output_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    no_aug = {**run_cfg, "augmentation": {"train": []}}
+    dm = build_datamodule(no_aug, int(run_cfg["seed"]), folder, folds)
     trainer = L.Trainer(
         accelerator=c["trainer"]["accelerator"],
         devices=c["trainer"]["devices"],

@@ -164,9 +164,7 @@ class MedDataModule(L.LightningDataModule):
             return read_split(self.folder, split, mmap=mmap)
         if self._pooled is None:  # read once, then every split takes its rows
             self._pooled = pooled_split(self.folder)
-        pooled, rows = self._pooled, self.folds[split]
-        lengths = pooled.lengths[rows] if pooled.lengths is not None else None
-        return Split(pooled.x[rows], pooled.y[rows], lengths)
+        return self._pooled.take(self.folds[split])
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.batch_augment is not None and self.trainer is not None and self.trainer.training:

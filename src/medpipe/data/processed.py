@@ -6,6 +6,12 @@ sequence is stored like a volume whose depth axis is time),
 `<split>_y.npy` (int64 class indices (N,), float32 multi-hot (N,K) or float32 targets) and, for
 padded sequences, `<split>_lengths.npy`; plus `meta.json` with the task, class names, sample kind,
 per-channel intensity statistics of the training split and the hashes that tie it to its source.
+
+Two optional per-split arrays, for the sources that have them: `<split>_mask.npy`, uint8 of one
+sample's spatial shape per sample ((N, H, W) for images, (N, D, H, W) for volumes): 1 inside the
+region that makes the sample positive (a known lesion), all 0 for negatives; explanations are
+checked against it (medpipe.evaluation.explain). `<split>_ids.npy`, the record ids (a numpy unicode
+array (N,)). Both enter the content hash like the other arrays.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ SPLITS = ("train", "val", "test")
 TASKS = ("binary", "multiclass", "multilabel", "regression")
 KINDS = ("image", "volume", "signal", "frames")
 FORMAT_VERSION = 1
+OPTIONAL = ("lengths", "mask", "ids")  # per-split arrays only some sources have
 
 
 @dataclass
@@ -34,9 +41,23 @@ class Split:
     x: np.ndarray
     y: np.ndarray
     lengths: np.ndarray | None = None
+    mask: np.ndarray | None = None  # uint8 (N, *spatial): 1 on the region that makes it positive
+    ids: np.ndarray | None = None  # record ids, unicode (N,)
 
     def __len__(self) -> int:
         return len(self.x)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays present, by file key (x, y, and lengths, mask, ids where present)."""
+        out = {"x": self.x, "y": self.y}
+        out.update({k: v for k in OPTIONAL for v in [getattr(self, k)] if v is not None})
+        return out
+
+    def take(self, rows: np.ndarray) -> Split:
+        """The samples at `rows` (indices or a boolean mask), every array alike."""
+        return Split(
+            **{k: None if v is None else np.asarray(v)[rows] for k, v in vars(self).items()}
+        )
 
 
 @dataclass
@@ -130,11 +151,7 @@ def write_processed(
     try:
         h = hashlib.sha256()
         for split in SPLITS:
-            s = splits[split]
-            arrays = {"x": s.x, "y": s.y}
-            if s.lengths is not None:
-                arrays["lengths"] = s.lengths
-            for key, arr in arrays.items():
+            for key, arr in splits[split].arrays().items():
                 path = tmp / f"{split}_{key}.npy"
                 np.save(path, np.ascontiguousarray(arr), allow_pickle=False)
                 h.update(path.name.encode())
@@ -176,17 +193,25 @@ def read_split(folder: str | os.PathLike, split: str, mmap: bool = True) -> Spli
         raise DataError(
             f"{folder}: processed split '{split}' is missing or corrupt ({err})"
         ) from None
-    lengths_path = folder / f"{split}_lengths.npy"
-    lengths = np.load(lengths_path, allow_pickle=False) if lengths_path.exists() else None
-    return Split(x, y, lengths)
+    optional = {}
+    for key in OPTIONAL:  # lengths, mask, ids: where the source wrote them
+        path = folder / f"{split}_{key}.npy"
+        if path.exists():
+            optional[key] = np.load(path, allow_pickle=False)
+    return Split(x, y, **optional)
 
 
 def pooled_split(folder: str | os.PathLike) -> Split:
-    """Every sample of a processed dataset, train then val then test (cross-validation pools)."""
+    """Every sample of a processed dataset, train then val then test (cross-validation pools).
+    An optional array (lengths, mask, ids) is kept when every split has it."""
     parts = [read_split(folder, s, mmap=False) for s in SPLITS]
-    lengths = np.concatenate([p.lengths for p in parts]) if parts[0].lengths is not None else None
+    optional = {
+        key: np.concatenate([getattr(p, key) for p in parts])
+        for key in OPTIONAL
+        if all(getattr(p, key) is not None for p in parts)
+    }
     return Split(
-        np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]), lengths
+        np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]), **optional
     )
 
 

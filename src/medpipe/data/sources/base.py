@@ -70,14 +70,16 @@ class Source:
 
 
 def generated_splits(
-    cfg: dict[str, Any], make: Callable[[int, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+    cfg: dict[str, Any], make: Callable[[int, np.random.Generator], tuple[np.ndarray, ...]]
 ) -> dict[str, Split]:
-    """Splits of a seeded generator: `make(n, rng)` -> (x, y) for n_train, n_val and n_test samples.
-    One independent random stream per split, so changing n_train leaves val and test unchanged."""
+    """Splits of a seeded generator: `make(n, rng)` -> (x, y), or (x, y, mask) for a generator
+    that knows where its positives' evidence lies (see processed.Split), for n_train, n_val and
+    n_test samples. One independent random stream per split, so changing n_train leaves val and
+    test unchanged."""
     splits = {}
     for i, split in enumerate(SPLITS):
-        x, y = make(int(cfg[f"n_{split}"]), np.random.default_rng([int(cfg["seed"]), i]))
-        splits[split] = Split(x, y)
+        x, y, *mask = make(int(cfg[f"n_{split}"]), np.random.default_rng([int(cfg["seed"]), i]))
+        splits[split] = Split(x, y, mask=mask[0] if mask else None)
     return splits
 
 

@@ -5,6 +5,10 @@ Negative images hold only elongated, vessel-like structures; a positive image ha
 replaced by a compact round lesion of the same integrated intensity. Position, count and total
 brightness carry no label information, so a linear model on the pixels stays near chance, while a
 small CNN, which can detect the local shape, learns the task.
+
+The lesion's extent is known, so each split also stores a lesion mask (`<split>_mask.npy`): the
+pixels within two standard deviations of the lesion's centre. Explanations are checked against it
+(does the model look at the lesion?).
 """
 
 from __future__ import annotations
@@ -26,9 +30,19 @@ CLASSES = ["no lesion", "lesion"]
 
 
 def make_lesion_images(
-    n: int, size: int, prevalence: float, noise: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return uint8 images (n, 1, size, size) and int64 labels (n,)."""
+    n: int,
+    size: int,
+    prevalence: float,
+    noise: float,
+    rng: np.random.Generator,
+    with_mask: bool = False,
+) -> tuple[np.ndarray, ...]:
+    """Return uint8 images (n, 1, size, size) and int64 labels (n,); with `with_mask`, also the
+    uint8 lesion masks (n, size, size): 1 within 2 sigma of the lesion's centre (where its
+    isotropic Gaussian is above exp(-2) of its peak), all 0 in negative images.
+
+    The mask is read off the values the image is drawn from (no extra random draws), so the
+    images are the same with or without it."""
     k_max = 4
     labels = (rng.random(n) < prevalence).astype(np.int64)
     counts = rng.integers(2, k_max + 1, size=n)
@@ -71,7 +85,12 @@ def make_lesion_images(
     )
     lo, hi = -0.8, 2.2
     x = np.clip((img - lo) / (hi - lo) * 255.0, 0, 255).round().astype(np.uint8)
-    return x[:, None], labels
+    if not with_mask:
+        return x[:, None], labels
+    # the lesion is structure 0 of a positive image: (u/s)^2 + (v/s)^2 <= 2^2, i.e. within 2 sigma
+    r2 = (u[:, 0] / s_a[:, 0, None, None]) ** 2 + (v[:, 0] / s_b[:, 0, None, None]) ** 2
+    mask = (r2 <= 4.0) & is_lesion[:, 0, None, None]
+    return x[:, None], labels, mask.astype(np.uint8)
 
 
 @register_source("synthetic_lesions")
@@ -87,14 +106,21 @@ class SyntheticLesionsSource(Source):
 
     def describe(self) -> dict[str, Any]:
         keys = ("seed", "image_size", "n_train", "n_val", "n_test", "prevalence", "noise")
-        return {"source": "synthetic_lesions", **{k: self.cfg[k] for k in keys}}
+        # "masks": the processed folder holds lesion masks; folders written before they existed
+        # have another fingerprint and are not reused
+        return {"source": "synthetic_lesions", "masks": 1, **{k: self.cfg[k] for k in keys}}
 
     def load(self) -> SourceData:
         c = self.cfg
         splits = generated_splits(
             c,
             lambda n, rng: make_lesion_images(
-                n, int(c["image_size"]), float(c["prevalence"]), float(c["noise"]), rng
+                n,
+                int(c["image_size"]),
+                float(c["prevalence"]),
+                float(c["noise"]),
+                rng,
+                with_mask=True,
             ),
         )
         return SourceData(

@@ -14,7 +14,7 @@ from medpipe.models.nets.registry import NetOptions, register_net
 __all__ = ["SimpleCNN"]
 
 
-@register_net(explain_layer="features")
+@register_net(explain_layer="last_block")
 class SimpleCNN(nn.Module):
     """Conv(k x k, 'same')-[BN]-ReLU-MaxPool(2) per entry of `channels`, then flatten,
     Dense(hidden)-ReLU-Dropout and a linear output layer. 2D (image) input (B, C, H, W)."""
@@ -57,6 +57,12 @@ class SimpleCNN(nn.Module):
             n_flat = hidden
         head.append(nn.Linear(n_flat, num_outputs))
         self.head = nn.Sequential(*head)
+
+    @property
+    def last_block(self) -> nn.Module:
+        """The last conv block's ReLU, before its pool: the finest maps that see the most (on 28
+        px, 7x7; after the pool, 3x3 maps point at the synthetic lesions far less often)."""
+        return self.features[-2]
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         del lengths  # fixed-size input; accepted so every net has the same call signature

@@ -30,7 +30,7 @@ def conv_out_length(
     return ((lengths + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1).clamp(min=1)
 
 
-@register_net
+@register_net(explain_layer="last_block")
 class CRNN1D(nn.Module):
     """Per entry of `channels`: Conv1d(kernel_size, 'same')-[BN]-ReLU-MaxPool1d(pool), then an
     RNNHead (options in `rnn`, see RNNHead) over the pooled feature sequence.
@@ -92,6 +92,11 @@ class CRNN1D(nn.Module):
             )
         self.head = RNNHead(c_in, num_outputs, o.rnn)
 
+    @property
+    def last_block(self) -> nn.Module:
+        """The last Conv1d-[BN]-ReLU block (before its pool): (N, C, T') maps to explain."""
+        return self.blocks[-1]
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if lengths is not None:
             lengths = lengths.to(device=x.device, dtype=torch.long).clamp(1, x.shape[-1])
@@ -135,6 +140,14 @@ class SliceEncoder(nn.Module):
             c_in = feature_dim
         self.net = nn.Sequential(*layers)
         self.out_features = c_in
+        # the last block's ReLU (just before the last pool), by index: a property names it
+        # without a second module path, so checkpoints keep their parameter names
+        self._last_relu = max(i for i, m in enumerate(layers) if isinstance(m, nn.MaxPool2d)) - 1
+
+    @property
+    def last_block(self) -> nn.Module:
+        """The last conv block's ReLU, before its pool: (B, C, h, w) maps to explain."""
+        return self.net[self._last_relu]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -198,7 +211,7 @@ class SliceFeatures(nn.Module):
         return encode_slices(self.encoder, x, self.axis, self.context)
 
 
-@register_net
+@register_net(explain_layer="slices.encoder.last_block")  # slices folded: see slice_axis
 class CRNN2D(nn.Module):
     """A SliceEncoder shared by every slice along spatial `axis` (0: depth of a volume, or time of
     a frame sequence), then an RNNHead (options in `rnn`) over the slice features in order.
@@ -213,11 +226,16 @@ class CRNN2D(nn.Module):
         self.slices = SliceFeatures("CRNN2D", in_channels, spatial_shape, o)
         self.head = RNNHead(self.slices.out_features, num_outputs, o.rnn)
 
+    @property
+    def slice_axis(self) -> int:
+        """The axis of (D, H, W) whose slices the encoder reads folded into the batch."""
+        return self.slices.axis
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.slices(x), lengths)
 
 
-@register_net
+@register_net(explain_layer="slices.encoder.last_block")  # slices folded: see slice_axis
 class SliceCNN(nn.Module):
     """2.5D: a SliceEncoder and a linear head applied to every slice along spatial `axis`, the
     logits averaged over the slices (over the valid ones when `lengths` counts them). Averaging
@@ -233,6 +251,11 @@ class SliceCNN(nn.Module):
         self.slices = SliceFeatures("SliceCNN", in_channels, spatial_shape, o)
         self.dropout = nn.Dropout(o.dropout)
         self.out = nn.Linear(self.slices.out_features, num_outputs)
+
+    @property
+    def slice_axis(self) -> int:
+        """The axis of (D, H, W) whose slices the encoder reads folded into the batch."""
+        return self.slices.axis
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         logits = self.out(self.dropout(self.slices(x)))  # (N, S, K)

@@ -28,8 +28,23 @@ NETS: Registry[type] = Registry("net", "medpipe.models.nets")
 
 def register_net(cls: type | None = None, *, explain_layer: str | None = None):
     """Class decorator. `explain_layer`: the name (for `net.get_submodule`) of the module whose
-    spatial activation maps an explanation such as Grad-CAM reads, e.g. the last convolutional
-    block; None where the net has no such fixed layer."""
+    activation maps an explanation such as Grad-CAM reads, e.g. the last convolutional block; None
+    where the net has no such layer (medpipe.evaluation.explain then attributes the output to the
+    input itself, e.g. by integrated gradients over the time axis of a signal).
+
+    The contract, for an input (N, C, *spatial):
+
+    - the layer's output is (N, C', *spatial') with as many spatial axes as the input (image
+      (N, C', h, w), volume or frames (N, C', d, h, w), signal (N, C', t)); Grad-CAM weights its
+      channels and upsamples the map to the input's spatial shape;
+    - or, for a net that folds the slices of a volume into the batch (one 2D encoder shared by
+      every slice), (N * S, C', h, w), sample-major (row n * S + s is slice s of sample n). Such a
+      net has an int attribute `slice_axis`: the axis of (D, H, W) its S slices are cut along;
+      the explanation unfolds the maps back to (N, C', S, h, w) before weighting and upsampling.
+
+    The name may go through a property (e.g. `last_block`) where the layer's index depends on the
+    options; it must resolve to a module of the net (one of `net.named_modules()`).
+    """
 
     def add(cls: type) -> type:
         options = getattr(cls, "Options", None)
