@@ -14,6 +14,7 @@ targets; anything else is refused with the reason. Then, on those rows:
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ def _resolve(client, run_ref: str, experiment_ids: list[str]):
 def load_test_predictions(client, run, folder: Path) -> Predictions:
     """The run's kept test predictions, downloaded into `folder`."""
     run_id = run.info.run_id
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # the table is the output
     try:
         local = client.download_artifacts(run_id, "predictions", str(folder))
     except Exception as err:  # noqa: BLE001 - missing artifact folders: one line
@@ -206,7 +208,9 @@ def compare_pair(
                 "diff": d["diff"],
                 "ci_low": d["ci_low"],
                 "ci_high": d["ci_high"],
-                "p_value": d["p_value"],
+                # every replicate on one side: p is below what n replicates can resolve
+                "p_value": d["p_value"] if d["p_value"] > 0 else 1.0 / settings.n,
+                "p_below": d["p_value"] <= 0,
                 "test": f"paired bootstrap ({settings.n})",
             }
         )
@@ -230,7 +234,9 @@ def render_paired(result: PairedResult, fmt: str = "table") -> str:
                 f"{r['b']:.4f}",
                 f"{r['diff']:+.4f}",
                 interval,
-                f"{r['p_value']:.4g}" if math.isfinite(r["p_value"]) else "-",
+                (f"<{r['p_value']:.2g}" if r.get("p_below") else f"{r['p_value']:.4g}")
+                if math.isfinite(r["p_value"])
+                else "-",
                 r["test"],
             ]
         )
