@@ -113,7 +113,9 @@ def test_paired_comparison_of_two_runs_on_the_same_test_set(two_runs):
     a, b = runs["cnn"].info.run_id, runs["linear"].info.run_id
     out = run_cli("compare", f"runs={a[:8]},{b}", f"paths.root_dir={root}", "format=csv")
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = {r.split(",")[0]: r.split(",") for r in out.stdout.strip().splitlines()[1:]}
+    rows: dict[str, list[str]] = {}  # the first row of each metric: its dedicated test
+    for line in out.stdout.strip().splitlines()[1:]:
+        rows.setdefault(line.split(",")[0], line.split(","))
     assert "DeLong" in rows["auroc"][-1] and "McNemar" in rows["acc"][-1]
     auroc_a, auroc_b, diff = (float(v) for v in rows["auroc"][1:4])
     assert auroc_a == pytest.approx(runs["cnn"].data.metrics["test/auroc"], abs=1e-6)
