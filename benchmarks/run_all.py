@@ -40,6 +40,7 @@ SETS = {
         ("bench_startup", [], ["startup"]),
         ("bench_datapath", [], ["datapath_cpu"]),
         ("bench_overhead", [], ["overhead_cpu"]),
+        ("bench_gan", [], ["gan_cpu"]),
         ("bench_tracking", [], ["tracking"]),
         ("bench_dvc", [], ["dvc"]),
         ("bench_bootstrap", [], ["bootstrap"]),

@@ -28,6 +28,18 @@ needs_shared_data = pytest.mark.skipif(
 
 # Small synthetic data: the real generator, sized for fast tests.
 # one epoch on a few hundred synthetic images, nothing but the run itself: sweeps and tracking
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's, installed by .ci/run; Playwright drives it
+# As root on a closed network: no sandbox, no GPU, no background connections to Google.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TINY = [
     "trainer.max_epochs=1",
     "data.n_train=256",

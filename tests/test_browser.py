@@ -20,20 +20,8 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import REPO
+from conftest import CHROMIUM, CHROMIUM_FLAGS, REPO
 
-CHROMIUM = Path("/usr/bin/chromium")
-# As root on a closed network: no sandbox, no GPU, no background connections to Google.
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)"
 )

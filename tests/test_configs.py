@@ -212,7 +212,7 @@ def test_help_lists_the_config_groups():
     out = run_cli("train", "--help", timeout=120)
     assert out.returncode == 0, out.stderr
     for group in [
-        "model: cnn, cnn2p5d, crnn1d, crnn2d, gru, linear, resnet18, resnet3d, rnn",
+        "model: cnn, cnn2p5d, crnn1d, crnn2d, gan, gru, linear, resnet18, resnet3d, rnn",
         "trainer: cpu, ddp, ddp_spawn, default, gpu",
         "hparams_search: synthetic_tpe",
         "logger: csv, mlflow, none",

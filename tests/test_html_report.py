@@ -24,18 +24,8 @@ from medpipe.evaluation.html_report import (  # noqa: E402
     write_html_report,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-# As test_browser.py: root on a closed network, so no sandbox, no GPU, no background connections.
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from conftest import CHROMIUM, CHROMIUM_FLAGS  # noqa: E402
+
 HISTORY = """epoch,train/loss,val/loss,val/auroc,val/acc,lr
 1,0.69,0.66,0.71,0.62,0.001
 2,0.52,0.55,0.82,0.74,0.001

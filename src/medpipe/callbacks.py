@@ -15,7 +15,17 @@ import lightning.pytorch as L
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 
-SHOWN = ("train/loss", "val/loss", "val/auroc", "val/acc", "val/f1", "val/mae")
+SHOWN = (  # the first of these each epoch logs (a GAN: its two losses and val/fid)
+    "train/loss",
+    "train/d_loss",
+    "train/g_loss",
+    "val/loss",
+    "val/auroc",
+    "val/acc",
+    "val/f1",
+    "val/mae",
+    "val/fid",
+)
 
 
 def _scalars(

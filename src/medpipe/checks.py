@@ -161,6 +161,9 @@ def check_run(c: dict[str, Any], meta: DatasetMeta) -> tuple[dict[str, Any], Tas
     problems += _task_option_problems(model, kind, meta)
     problems += net_problems(model.get("net") or {})
     problems += resolve_monitor(c, kind)
+    run_problems = getattr(kind.module, "run_problems", None)
+    if run_problems is not None:  # what the kind cannot do with the rest of the config
+        problems += run_problems(c)
     for section in ("optimizer", "trainer"):
         sec = c.get(section) or {}
         problems += signature_problems(section, sec.get("_target_"), sec)

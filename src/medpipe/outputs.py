@@ -272,18 +272,25 @@ def log_run_outputs(
             f"monai=={monai.__version__}",
             f"numpy=={np.__version__}",
         ]
-        example = input_example(dm)
-        test = dm.split_arrays("test")
-        with torch.no_grad():
-            output_shape = tuple(model(torch.from_numpy(example)).shape[1:])
-        card = describe_model(task.meta, test.x.dtype, output_shape, test.lengths is not None)
-        card["operating_point"] = task.operating_point()
         title = f"medpipe {c['model']['name']} on {task.meta.name} ({task.meta.task})"
+        # A task kind whose model does not take the data's samples (a GAN's generator takes
+        # noise and a class) gives its own input example, card and description.
+        export_card = getattr(task, "export_card", None)
+        if export_card is not None:
+            example, card, note = export_card(run.run_id, title)
+        else:
+            example = input_example(dm)
+            test = dm.split_arrays("test")
+            with torch.no_grad():
+                output_shape = tuple(model(torch.from_numpy(example)).shape[1:])
+            card = describe_model(task.meta, test.x.dtype, output_shape, test.lengths is not None)
+            card["operating_point"] = task.operating_point()
+            note = model_description(card, run.run_id, title)
         run.log_model(
             model,
             example,
             reqs,
             signature=model_signature(card),
             metadata={"medpipe": card},
-            tags={NOTE_TAG: model_description(card, run.run_id, title)},
+            tags={NOTE_TAG: note},
         )

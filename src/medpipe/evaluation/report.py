@@ -173,16 +173,7 @@ def plot_roc(
         (line,) = ax.plot(fpr, tpr, label=f"{classes[k]} (AUC {roc_auc_score(y, score):.3f})")
         if t is not None:
             x, yy = operating_point_marker(y, score, t)
-            name = "" if task == "binary" else f"{classes[k]}: "
-            ax.plot(
-                [x],
-                [yy],
-                "o",
-                color=line.get_color(),
-                mec="black",
-                ms=7,
-                label=f"{name}threshold {_fmt_threshold(t)}",
-            )
+            _mark(ax, x, yy, line, "" if task == "binary" else classes[k], t)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_xlabel("false positive rate (1 - specificity)")
     ax.set_ylabel("true positive rate (sensitivity)")
@@ -191,6 +182,12 @@ def plot_roc(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _mark(ax, x: float, y: float, line, name: str, t: float) -> None:
+    """The operating point on a curve, in the curve's colour, named in the legend."""
+    label = f"{name + ': ' if name else ''}threshold {_fmt_threshold(t)}"
+    ax.plot([x], [y], "o", color=line.get_color(), mec="black", ms=7, label=label)
 
 
 def plot_pr(
@@ -216,16 +213,7 @@ def plot_pr(
         if t is not None:
             r, p = pr_marker(y, score, t)
             if np.isfinite(p):  # nothing predicted positive: no precision to mark
-                name = "" if task == "binary" else f"{classes[k]}: "
-                ax.plot(
-                    [r],
-                    [p],
-                    "o",
-                    color=line.get_color(),
-                    mec="black",
-                    ms=7,
-                    label=f"{name}threshold {_fmt_threshold(t)}",
-                )
+                _mark(ax, r, p, line, "" if task == "binary" else classes[k], t)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("recall (sensitivity)")

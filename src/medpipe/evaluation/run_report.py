@@ -24,13 +24,15 @@ FIGURES = (
     ("pred_vs_true", "Predicted against true values"),
     ("explanations", "What the model looked at: most confident right, then wrong, per class"),
     ("pointing_game", "Pointing game: trained model against randomised weights"),
+    ("samples", "Generated samples, one row per class"),
 )
+REPORTED = ("test/", "gan/")  # the prefixes of the metrics the report lists
 
 
 def _metric_rows(metrics: dict[str, float]) -> list[list[Any]]:
     rows: list[list[Any]] = [["metric", "value [95 % interval]", "at threshold 0.5"]]
-    for key in sorted(k for k in metrics if k.startswith("test/") and "_ci_" not in k):
-        name = key.removeprefix("test/")
+    for key in sorted(k for k in metrics if k.startswith(REPORTED) and "_ci_" not in k):
+        name = key.split("/", 1)[1]
         shown = format_ci(metrics[key], metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high"))
         half = metrics.get(f"test_at_0.5/{name}")
         rows.append([key, shown, "" if half is None else f"{half:.3f}"])

@@ -14,12 +14,15 @@ class TaskKind:
     """name: `task_kind=<name>` (or chosen by `auto` from the data's task).
     module: the LightningModule class (a MedTask subclass) with `Options`, the task's settings
         read from the `model` config section (loss, class weights, ...), `num_outputs(meta,
-        options)`, `write_report(out_dir)` and `inference_model()`.
+        options)`, `option_problems(meta, options)`, optionally `run_problems(c)` (what the rest
+        of the run's config cannot be for this kind), `evaluate_outputs(...)` (its test metrics,
+        figures and kept predictions), `operating_point()` and `inference_model()`.
     data_tasks: the processed data's tasks it learns (binary, multiclass, multilabel, regression).
     sample_kinds: the data kinds it reads (image, volume, signal, frames).
     metrics: metric names logged per split as `{split}/{name}`; `metric_prefixes` names families
         such as per-class `f1_<class>`.
-    main_metrics: the metrics `compare` and sweep summaries show first.
+    main_metrics: the metrics `compare` and sweep summaries show first (val/ and test/ of each;
+        a full key such as `gan/fid` as it is).
     monitor, mode: the default checkpoint metric (monitor=auto) and its direction.
     minimised: metrics where lower is better (the rule monitor_mode=auto and the checks follow).
     auto: whether task_kind=auto may choose it from the data's task.
@@ -53,7 +56,10 @@ class TaskKind:
         return self.module.Options  # type: ignore[attr-defined]
 
     def main_keys(self) -> list[str]:
-        return [f"{split}/{m}" for split in ("val", "test") for m in self.main_metrics]
+        """`val/<m>` and `test/<m>` of each main metric; a main metric that names its prefix
+        (`gan/fid`) is taken as it is."""
+        keys = [f"val/{m}" for m in self.main_metrics if "/" not in m]
+        return keys + [m if "/" in m else f"test/{m}" for m in self.main_metrics]
 
 
 TASK_KINDS: Registry[TaskKind] = Registry("task kind", "medpipe.tasks")
