@@ -34,6 +34,8 @@ EXTRA = {
     "data/mitdb_beats": ["model=crnn1d", "data.path=conf"],
     "data/mitdb_hr": ["model=crnn1d", "data.path=conf"],
     "data/ecg_table": ["model=crnn1d", "data.path=pyproject.toml"],
+    "data/gan_samples": ["data.generator=pyproject.toml"],  # any file: read when prepared
+    "experiment/pneumonia_tstr": ["data.generator=pyproject.toml"],
     "model/rnn": ["data=synthetic_ecg", "model.loss=mse", "monitor=val/mae", "monitor_mode=min"],
     "model/gru": ["data=synthetic_ecg", "model.loss=mse", "monitor=val/mae", "monitor_mode=min"],
     "model/crnn1d": ["data=synthetic_ecg", "model.loss=mse", "monitor=val/mae", "monitor_mode=min"],

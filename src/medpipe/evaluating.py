@@ -11,28 +11,13 @@ import lightning.pytorch as L
 import torch
 
 from medpipe.building import build_datamodule, build_task
+from medpipe.checkpoints import load_checkpoint  # noqa: F401  (medpipe.evaluating.load_checkpoint)
 from medpipe.data.folds import all_folds
-from medpipe.data.prepare import prepare_dataset
+from medpipe.data.prepare import prepare_dataset, runs_tracking_uri
 from medpipe.data.processed import DatasetMeta
-from medpipe.errors import DataError
 from medpipe.evaluation.settings import EvalSettings
 from medpipe.outputs import floats, print_metrics, print_warnings, write_json
 from medpipe.tasks.base import MedTask
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"ckpt_path: file not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - report any unreadable file the same way
-        raise DataError(
-            f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"
-        ) from None
-    if not isinstance(ckpt, dict) or "medpipe" not in ckpt or "state_dict" not in ckpt:
-        raise DataError(f"{path}: not a medpipe checkpoint (no 'medpipe' config inside)")
-    return ckpt
 
 
 def collect_outputs(
@@ -87,8 +72,11 @@ def restore(c: dict[str, Any]) -> tuple[dict[str, Any], Path, dict | None, MedTa
             run_cfg["data"][key] = value
     run_cfg["paths"].update({k: c["paths"][k] for k in ("processed_dir", "raw_dir")})
     L.seed_everything(int(run_cfg["seed"]), workers=True, verbose=False)
-    folder = prepare_dataset(
-        run_cfg["data"], run_cfg["paths"]["processed_dir"], run_cfg["paths"]["raw_dir"]
+    folder = prepare_dataset(  # a generator named by runs:/ is read from the run's store
+        run_cfg["data"],
+        run_cfg["paths"]["processed_dir"],
+        run_cfg["paths"]["raw_dir"],
+        tracking_uri=runs_tracking_uri(run_cfg),
     )
     folds = None
     if (run_cfg.get("cv") or {}).get("fold") is not None:  # one fold of a cross-validation

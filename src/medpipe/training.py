@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 import medpipe
 from medpipe.building import build_callbacks, build_datamodule, build_task
+from medpipe.data.prepare import mix_tags
 from medpipe.data.processed import DatasetMeta
 from medpipe.dvc_provenance import dvc_tags
 from medpipe.evaluating import collect_outputs, data_info, store_operating_point
@@ -84,6 +85,7 @@ def run_tags(
         "data.sha256": meta.source.get("file_sha256") or meta.content_sha256,
         "data.processed_sha256": meta.content_sha256,
         "data.fingerprint": meta.fingerprint,
+        **mix_tags(meta),  # data.train_fraction, data.synthetic_samples, ... where set
         "model.name": str(c["model"].get("name")),
         "hydra.overrides": " ".join(hydra_overrides()) or "(none)",
         **dvc_tags(c["paths"]["processed_dir"]),  # dvc.stage, dvc.data.md5 under DVC

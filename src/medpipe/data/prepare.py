@@ -12,13 +12,14 @@ from medpipe.data.processed import (
     FORMAT_VERSION,
     SPLITS,
     DatasetMeta,
+    Split,
     channel_stats,
     class_counts,
     fingerprint,
     read_meta,
     write_processed,
 )
-from medpipe.data.sources import make_source
+from medpipe.data.sources import SourceData, make_source
 from medpipe.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -30,14 +31,19 @@ def prepare_dataset(
     raw_dir: str,
     out: str | None = None,
     force: bool = False,
+    tracking_uri: str | None = None,
 ) -> Path:
     """Return the processed folder for `data_cfg`, building it if missing or out of date.
 
     The folder is named <data.name>-<fingerprint>: the fingerprint hashes the source options and
     input file contents, so a changed file or option gives a new folder and sweeps never collide.
+    `data.train_fraction` and `data.synthetic` reshape the training split only (TrainingMix) and
+    enter the fingerprint when set; `tracking_uri`: the store `runs:/` generators are read from.
     """
     source = make_source(data_cfg, raw_dir)
-    desc = {"format_version": FORMAT_VERSION, **source.describe()}
+    source.processed_dir, source.tracking_uri = processed_dir, tracking_uri
+    mix = TrainingMix(data_cfg, tracking_uri)
+    desc = {"format_version": FORMAT_VERSION, **source.describe(), **mix.describe()}
     fp = fingerprint(desc)
     folder = Path(out) if out else Path(processed_dir) / f"{data_cfg['name']}-{fp[:12]}"
     if not force and (folder / "meta.json").exists():
@@ -48,6 +54,7 @@ def prepare_dataset(
             pass
     log.info("preparing %s into %s", data_cfg["name"], folder)
     data = source.load()
+    mix.apply(data, data_cfg["name"])
     x0 = data.splits["train"].x
     n_classes = len(data.classes)
     mean, std = channel_stats(np.asarray(x0), data.scale, data.splits["train"].lengths)
@@ -88,4 +95,126 @@ def prepare_from_config(c: dict[str, Any]) -> Path:
         c["paths"]["raw_dir"],
         out=c.get("out"),
         force=bool(c.get("force")),
+        tracking_uri=runs_tracking_uri(c),
     )
+
+
+def runs_tracking_uri(c: dict[str, Any]) -> str | None:
+    """The MLflow store that `runs:/` generator references of the data config are read from: the
+    one a training logs to (logger.mlflow.tracking_uri, $MLFLOW_TRACKING_URI, else the store under
+    paths.mlflow_dir). None when the data names no run (nothing is created then)."""
+    data = c["data"]
+    refs = [data.get("generator"), (data.get("synthetic") or {}).get("generator")]
+    if not any(str(r).startswith("runs:/") for r in refs if r):
+        return None
+    from medpipe.tracking.store import tracking_uri
+
+    mlflow = (c.get("logger") or {}).get("mlflow") or {}
+    return tracking_uri(mlflow.get("tracking_uri"), c["paths"]["mlflow_dir"])
+
+
+def stratified_rows(y: np.ndarray, task: str, fraction: float, seed: int) -> np.ndarray:
+    """Ascending row indices of a seeded `fraction` of a split: of class labels, fraction * n_c
+    rows of every class c (rounded half up, at least one); of other targets, of all rows alike."""
+    rng = np.random.default_rng(int(seed))
+    labels = np.asarray(y).astype(np.int64) if task in ("binary", "multiclass") else None
+    groups = (
+        [np.flatnonzero(labels == c) for c in np.unique(labels)]
+        if labels is not None
+        else [np.arange(len(y))]
+    )
+    keep = [
+        rng.choice(rows, max(1, int(np.floor(fraction * len(rows) + 0.5))), replace=False)
+        for rows in groups
+    ]
+    return np.sort(np.concatenate(keep))
+
+
+class TrainingMix:
+    """What `data.train_fraction` and `data.synthetic` make of a source's loaded training split:
+    first a seeded, stratified fraction of its real rows (kept in their order), then generated
+    samples appended after them. Validation and test splits are never touched."""
+
+    def __init__(self, data_cfg: dict[str, Any], tracking_uri: str | None = None):
+        f = data_cfg.get("train_fraction")
+        self.fraction = None if f is None or float(f) >= 1 else float(f)  # 1: every row
+        self.fraction_seed = int(data_cfg.get("train_fraction_seed") or 0)
+        syn = data_cfg.get("synthetic") or {}
+        self.synthetic = dict(syn) if syn.get("generator") else None
+        self.generator = None
+        if self.synthetic:  # read now: its checkpoint's hash is part of the fingerprint
+            from medpipe.data.generated import open_generator
+
+            key = "data.synthetic.generator"
+            self.generator = open_generator(str(syn["generator"]), key, tracking_uri)
+
+    def describe(self) -> dict[str, Any]:
+        """The fingerprint's part: nothing when neither is set (the folder stays the source's)."""
+        out: dict[str, Any] = {}
+        if self.fraction is not None:
+            out["train_fraction"], out["train_fraction_seed"] = self.fraction, self.fraction_seed
+        if self.synthetic and self.generator is not None:
+            s = self.synthetic
+            out["synthetic"] = {
+                "generator_sha256": self.generator.sha256,
+                "per_class": s.get("per_class"),
+                "balance": bool(s.get("balance")),
+                "seed": int(s.get("seed") or 0),
+            }
+        return out
+
+    def apply(self, data: SourceData, name: str) -> None:
+        """Reshape data.splits["train"] and record in data.info what it holds."""
+        if self.fraction is None and self.generator is None:
+            return
+        from medpipe.data.generated import MIX_STREAM
+
+        train, info = data.splits["train"], {}
+        if self.fraction is not None:
+            info["real_train_available"] = len(train)
+            rows = stratified_rows(train.y, data.task, self.fraction, self.fraction_seed)
+            train = train.take(rows)
+        info["real_train_samples"] = len(train)
+        gen, s = self.generator, self.synthetic or {}
+        if gen is not None:
+            if problem := gen.misfit(name, data.task, data.classes, np.asarray(train.x[:1])):
+                raise DataError(problem)
+            real = class_counts(train.y, data.task, len(data.classes))
+            per_class = s.get("per_class")
+            counts = [int(per_class)] * len(real) if per_class else [max(real) - c for c in real]
+            x, y = gen.sample(counts, int(s.get("seed") or 0), MIX_STREAM)
+            if self.fraction is not None and gen.bundle.meta.sizes.get("train", 0) > len(train):
+                log.warning(
+                    "%s learnt from %d real training samples, this training split keeps %d: its "
+                    "samples carry information from the rows left out",
+                    gen.ref,
+                    gen.bundle.meta.sizes["train"],
+                    len(train),
+                )
+            # a generated image's lesion extent is unknown: the mixed training split has no masks
+            ids = None
+            if train.ids is not None:
+                ids = np.concatenate([train.ids, [f"synthetic-{i}" for i in range(len(y))]])
+            train = Split(np.concatenate([train.x, x]), np.concatenate([train.y, y]), ids=ids)
+            info.update(
+                synthetic_generator_sha256=gen.sha256,
+                synthetic_generator_real_train=int(gen.bundle.meta.sizes.get("train", 0)),
+                synthetic_counts={"train": counts},
+                synthetic_samples=int(sum(counts)),
+            )
+        data.splits["train"] = train
+        data.info.update(info)
+
+
+MIX_TAGS = (
+    "train_fraction",
+    "real_train_samples",
+    "synthetic_samples",
+    "synthetic_generator_sha256",
+)
+
+
+def mix_tags(meta: DatasetMeta) -> dict[str, str]:
+    """MLflow tags `data.<key>` saying how a training split was made, where it is a fraction of
+    the real one or holds generated samples (gan_samples data, data.synthetic)."""
+    return {f"data.{k}": str(meta.source[k]) for k in MIX_TAGS if meta.source.get(k) is not None}

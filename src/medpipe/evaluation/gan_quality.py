@@ -263,7 +263,7 @@ def load_feature_classifier(path: str | Path, meta: DatasetMeta) -> FeatureClass
     built as `medpipe.evaluate` builds it. DataError (one line naming the file) when the file is
     not a classifier of this data's samples and classes."""
     from medpipe.building import build_task
-    from medpipe.evaluating import load_checkpoint
+    from medpipe.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(path)
     own = DatasetMeta.from_dict(ckpt["medpipe"]["meta"])

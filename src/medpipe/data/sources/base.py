@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medpipe.data.processed import SPLITS, Split
 from medpipe.registry import Registry, locate
@@ -17,6 +18,46 @@ from medpipe.registry import Registry, locate
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 DATA_KINDS = ("image", "volume", "signal", "frames")
+
+
+def generator_ref_problem(ref: str) -> str | None:
+    """Why `ref` names no generator checkpoint (a file, or `runs:/<run_id>[/<artifact path>]`),
+    or None. What the checkpoint holds is checked when it is read (sources/gan_samples.py)."""
+    if ref in ("", "???"):  # ???: a YAML's mandatory value left unset
+        return "missing; give a GAN checkpoint (.ckpt) or runs:/<run_id>"
+    if ref.startswith("runs:/"):
+        return None if ref.removeprefix("runs:/").strip("/") else f"'{ref}' names no run"
+    path = Path(ref).expanduser()
+    return None if path.is_file() else f"file not found: {path.resolve()}"
+
+
+class SyntheticMixOptions(BaseModel):
+    """data.synthetic: samples of a trained class-conditional GAN appended to the real training
+    split, never to val or test (medpipe.data.prepare). Off while `generator` is null."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    generator: str | None = None  # a GAN's .ckpt or runs:/<run_id>[/<artifact path>]
+    per_class: PosInt | None = None  # this many generated samples of every class
+    balance: bool = False  # top every class up to the largest class's real count
+    seed: int = 0  # noise of the generated samples
+
+    @model_validator(mode="after")
+    def _check_mix(self):
+        if self.generator is None:
+            if self.per_class is not None or self.balance:
+                raise ValueError(
+                    "generator: required with per_class or balance (a GAN checkpoint or "
+                    "runs:/<run_id>)"
+                )
+            return self
+        if problem := generator_ref_problem(self.generator):
+            raise ValueError(f"generator: {problem}")
+        if self.per_class is not None and self.balance:
+            raise ValueError("balance: give either per_class=N or balance=true, not both")
+        if self.per_class is None and not self.balance:
+            raise ValueError("per_class: say how many to add: per_class=N or balance=true")
+        return self
 
 
 class DataOptions(BaseModel):
@@ -33,6 +74,20 @@ class DataOptions(BaseModel):
     loader: Literal["auto", "memory", "workers"] = "auto"
     num_workers: NonNegInt = 0
     pin_memory: bool = False
+    # the training split only, applied by medpipe.data.prepare after the source has loaded it:
+    # a seeded, stratified fraction of the real rows (null or 1: all), then generated samples
+    train_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
+    train_fraction_seed: int = 0
+    synthetic: SyntheticMixOptions | None = None
+
+    @model_validator(mode="after")
+    def _check_training_mix(self):
+        if self.synthetic is not None and self.synthetic.generator and self.kind != "image":
+            raise ValueError(
+                f"synthetic: generated samples are mixed into image data only ({self.name} is "
+                f"{self.kind} data)"
+            )
+        return self
 
 
 @dataclass
@@ -56,6 +111,9 @@ class Source:
     Options: ClassVar[type[DataOptions]] = DataOptions
     path_keys: ClassVar[dict[str, bool]] = {}
     name: ClassVar[str] = ""
+    # set by medpipe.data.prepare, for sources that read other prepared data or MLflow runs
+    processed_dir: str | None = None
+    tracking_uri: str | None = None  # the store a runs:/ reference is read from
 
     def __init__(self, cfg: dict[str, Any], raw_dir: str):
         self.cfg = cfg  # checked against Options by medpipe.config before any source is built
