@@ -317,6 +317,16 @@ def test_ddp_on_two_cpu_processes_matches_one_process_with_the_same_global_batch
     assert history[1].split(",")[1] != history[3].split(",")[1], "training must move the model"
     for key in [k for k in a if k.startswith("val/")]:
         assert b[key] == pytest.approx(a[key], abs=1e-5), key
+    # the ranks' test outputs are gathered back into row order: the same kept predictions,
+    # operating point and test metrics as one process
+    kept = [
+        (tmp_path / run / "predictions" / "test.csv").read_text().splitlines()
+        for run in ("single", "ddp")
+    ]
+    assert [line.split(",")[0] for line in kept[1][1:]] == [str(i) for i in range(128)]
+    assert [line.split(",")[1] for line in kept[1]] == [line.split(",")[1] for line in kept[0]]
+    for key in ("test/auroc", "test/acc", "threshold", "temperature"):
+        assert b[key] == pytest.approx(a[key], abs=1e-4), key
     client = _client(_store(tmp_path))
     exp = client.get_experiment_by_name("ddp")
     assert len(client.search_runs([exp.experiment_id])) == 1, "rank zero alone tracks the run"
