@@ -291,7 +291,9 @@ def randomised_copy(task: nn.Module, seed: int = 0) -> nn.Module:
     of its own spread): the full model randomisation of Adebayo et al. 2018, whose maps an
     explanation that reads the model must not reproduce. The global random state is unchanged."""
     # the trainer and a compiled net are not part of the model: the copy refers to neither
-    memo = {id(v): None for k in ("_trainer", "_fast_net") if (v := task.__dict__.get(k))}
+    memo = {  # `is not None`: a compiled module refuses truth tests (no __len__)
+        id(v): None for k in ("_trainer", "_fast_net") if (v := task.__dict__.get(k)) is not None
+    }
     twin = copy.deepcopy(task, memo)
     device = next(iter(twin.parameters()), torch.zeros(())).device
     net = twin.net.cpu()  # one seeded CPU stream, whatever the device
