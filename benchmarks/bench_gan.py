@@ -37,7 +37,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import PNEUMONIA_NPZ, Bench, Goal, compose, fmt, md_table, spread, sync
+from benchmarks.common import (
+    PNEUMONIA_NPZ,
+    Bench,
+    Goal,
+    checksum,
+    compose,
+    fmt,
+    md_table,
+    run_medpipe,
+    spread,
+    sync,
+)
 from benchmarks.common import threads as set_threads
 
 
@@ -60,20 +71,6 @@ def _overrides(batches: int, warmup: int, epochs: int) -> list[str]:
     ]
 
 
-def _checksum(module) -> float:
-    return float(sum(p.detach().double().sum() for p in module.parameters()))
-
-
-def run_medpipe(cfg) -> dict[str, Any]:
-    from benchmarks.probes import TrainTimer
-    from medpipe.pipeline import train
-
-    TrainTimer.records.clear()
-    train(cfg)
-    (rec,) = TrainTimer.records
-    return rec
-
-
 def run_plain(cfg, batches: int, warmup: int, epochs: int) -> dict[str, Any]:
     """The hand-written GAN loop, built exactly as medpipe.pipeline.train builds its net (same
     seeding, same order of construction), so both start from the same weights."""
@@ -91,7 +88,7 @@ def run_plain(cfg, batches: int, warmup: int, epochs: int) -> dict[str, Any]:
     dm = build_datamodule(c, seed)
     task = build_task(c, dm.meta)
     net = task.net
-    init = _checksum(net)
+    init = checksum(net)
     G, D = net.generator, net.discriminator
     ema = copy.deepcopy(G).requires_grad_(False)  # as the task keeps it
     torch.use_deterministic_algorithms(bool(c["trainer"].get("deterministic", False)))

@@ -39,7 +39,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Bench, Goal, compose, fmt, md_table, spread, sync
+from benchmarks.common import (
+    Bench,
+    Goal,
+    checksum,
+    compose,
+    fmt,
+    md_table,
+    run_medpipe,
+    spread,
+    sync,
+)
 from benchmarks.common import threads as set_threads
 
 # Models measured per set: rounds, and the batches per epoch that keep `make bench` short on a CPU.
@@ -157,20 +167,6 @@ def _overrides(
     return o + list(extra)
 
 
-def _checksum(net) -> float:
-    return float(sum(p.detach().double().sum() for p in net.parameters()))
-
-
-def run_medpipe(cfg) -> dict[str, Any]:
-    from benchmarks.probes import TrainTimer
-    from medpipe.pipeline import train
-
-    TrainTimer.records.clear()
-    train(cfg)
-    (rec,) = TrainTimer.records
-    return rec
-
-
 def run_plain(cfg, device: str, plan: dict[str, Any]) -> dict[str, Any]:
     """The hand-written loop. Built exactly as medpipe.pipeline.train builds its net (same seeding,
     same order of construction), so both start from the same weights."""
@@ -188,7 +184,7 @@ def run_plain(cfg, device: str, plan: dict[str, Any]) -> dict[str, Any]:
     dm = build_datamodule(c, seed)
     task = build_task(c, dm.meta)
     net = task.net
-    init = _checksum(net)
+    init = checksum(net)
     dev = torch.device(device)
     net.to(dev)
     torch.use_deterministic_algorithms(bool(c["trainer"].get("deterministic", False)))

@@ -354,3 +354,19 @@ class Bench:
         (RESULTS_DIR / f"{self.name}.md").write_text(_portable("\n".join(md)))
         print(f"wrote {json_path.relative_to(REPO)} and {self.name}.md")
         return json_path
+
+
+def checksum(module) -> float:
+    """The sum of a module's parameters: the same initial weights in both loops of a comparison."""
+    return float(sum(p.detach().double().sum() for p in module.parameters()))
+
+
+def run_medpipe(cfg) -> dict[str, Any]:
+    """Train `cfg` through medpipe's own path; the TrainTimer probe's record of that training."""
+    from benchmarks.probes import TrainTimer
+    from medpipe.pipeline import train
+
+    TrainTimer.records.clear()
+    train(cfg)
+    (rec,) = TrainTimer.records
+    return rec

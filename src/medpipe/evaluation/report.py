@@ -163,12 +163,7 @@ def plot_roc(
 ) -> None:
     """ROC per class (one-vs-rest), the operating point marked on each binary/multilabel curve."""
     fig, ax = plt.subplots(figsize=(5, 5))
-    curves = _one_vs_rest(probs, target, task, len(classes))
-    for (k, y, score), t in zip(
-        curves, _curve_thresholds(task, threshold, len(classes)), strict=True
-    ):
-        if len(np.unique(y)) < 2:
-            continue
+    for k, y, score, t in _curves(probs, target, task, classes, threshold):
         fpr, tpr, _ = roc_curve(y, score)
         (line,) = ax.plot(fpr, tpr, label=f"{classes[k]} (AUC {roc_auc_score(y, score):.3f})")
         if t is not None:
@@ -182,6 +177,17 @@ def plot_roc(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _curves(probs, target, task: str, classes: list[str], threshold):
+    """(class index, binary target, score, its threshold or None) of every one-vs-rest curve
+    whose split holds both sides."""
+    curves = _one_vs_rest(probs, target, task, len(classes))
+    for (k, y, score), t in zip(
+        curves, _curve_thresholds(task, threshold, len(classes)), strict=True
+    ):
+        if len(np.unique(y)) == 2:
+            yield k, y, score, t
 
 
 def _mark(ax, x: float, y: float, line, name: str, t: float) -> None:
@@ -201,12 +207,7 @@ def plot_pr(
     """Precision-recall per class (one-vs-rest), AP in the legend, the operating point marked on
     each binary/multilabel curve."""
     fig, ax = plt.subplots(figsize=(5, 5))
-    curves = _one_vs_rest(probs, target, task, len(classes))
-    for (k, y, score), t in zip(
-        curves, _curve_thresholds(task, threshold, len(classes)), strict=True
-    ):
-        if len(np.unique(y)) < 2:
-            continue
+    for k, y, score, t in _curves(probs, target, task, classes, threshold):
         precision, recall, _ = precision_recall_curve(y, score)
         ap = average_precision_score(y, score)
         (line,) = ax.plot(recall, precision, label=f"{classes[k]} (AP {ap:.3f})")
