@@ -47,6 +47,7 @@ TINY = [
     "data.n_test=128",
     "callbacks.progress_bar=none",
     "log_model=false",
+    "evaluation.explain.enabled=false",  # explanations: tests/test_explain.py, test_trust.py
 ]
 SMALL_SYNTHETIC = ["data.n_train=256", "data.n_val=128", "data.n_test=128", "data.batch_size=64"]
 

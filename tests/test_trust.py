@@ -28,7 +28,6 @@ def _train(root: Path, *args: str):
     out = run_cli(
         "train",
         *TINY,
-        "trainer.max_epochs=2",
         "evaluation.bootstrap.n=300",
         f"paths.root_dir={root}",
         "experiment_name=trust",
@@ -42,7 +41,9 @@ def _train(root: Path, *args: str):
 def two_runs(tmp_path_factory):
     """Two nets on the same synthetic test set, and one on other data."""
     root = tmp_path_factory.mktemp("trust")
-    first = _train(root, "model=cnn", "run_name=cnn", "log_model=true")
+    first = _train(
+        root, "model=cnn", "run_name=cnn", "log_model=true", "evaluation.explain.enabled=true"
+    )
     _train(root, "model=linear", "run_name=linear", "threshold=max_f1", "calibration=none")
     _train(root, "model=linear", "run_name=other-data", "data.seed=7")
     client = _client(root)
@@ -76,6 +77,8 @@ def test_the_run_keeps_predictions_report_and_calibration(two_runs):
     assert {"report.html", "predictions", "plots"} <= names
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"plots/reliability.png", "plots/pr.png", "plots/roc.png"} <= plots
+    assert {"plots/explanations.png", "plots/pointing_game.png"} <= plots
+    assert m["test/pointing_game_random"] <= 1 and "test/pointing_game_ig" in m
     local = client.download_artifacts(run.info.run_id, "predictions", str(root / "dl"))
     kept = Predictions.load(Path(local) / "test.csv")
     assert len(kept) == 128 and kept.threshold == pytest.approx(m["threshold"])
