@@ -299,6 +299,7 @@ def test_bad_input_is_one_line_naming_the_key_exit_2_and_no_processed_data(case,
 
 
 # in-process (torch is loaded once): the same error, which the entry point prints as one line
+@pytest.mark.slow  # trains a classifier as well (the fixture `tstr`)
 @pytest.mark.parametrize("case", ["classifier_mixed", "classifier_as_source", "other_classes"])
 def test_a_generator_that_does_not_fit_is_one_line_naming_the_key(case, gan, tstr, tmp_path):
     args, line = _bad(case, gan["ckpt"], tstr["ckpt"], tmp_path)
@@ -310,6 +311,7 @@ def test_a_generator_that_does_not_fit_is_one_line_naming_the_key(case, gan, tst
 
 
 # -- training on it ---------------------------------------------------------------------------
+@pytest.mark.slow  # trains a classifier on generated images (the fixture `tstr`)
 def test_a_classifier_trains_on_gan_samples_and_its_run_records_the_synthetic_counts(gan, tstr):
     from mlflow import MlflowClient
 

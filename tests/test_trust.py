@@ -54,6 +54,7 @@ def two_runs(tmp_path_factory):
     return root, runs, first
 
 
+@pytest.mark.slow  # three trainings: about 45 s; the statistics have fast unit tests
 def test_the_run_prints_intervals_and_its_operating_point(two_runs):
     _, _, out = two_runs
     text = out.stdout
@@ -63,6 +64,7 @@ def test_the_run_prints_intervals_and_its_operating_point(two_runs):
     assert "(youden, chosen on the validation split)" in text
 
 
+@pytest.mark.slow  # three trainings: about 45 s; the statistics have fast unit tests
 def test_the_run_keeps_predictions_report_and_calibration(two_runs):
     root, runs, _ = two_runs
     run = runs["cnn"]
@@ -94,6 +96,7 @@ def test_the_run_keeps_predictions_report_and_calibration(two_runs):
     assert "data:image/png;base64," in html and "Test metrics" in html
 
 
+@pytest.mark.slow  # three trainings: about 45 s; the statistics have fast unit tests
 def test_checkpoint_and_exported_model_carry_the_operating_point(two_runs):
     root, runs, _ = two_runs
     run = runs["cnn"]
@@ -111,6 +114,7 @@ def test_checkpoint_and_exported_model_carry_the_operating_point(two_runs):
     assert float(model.temperature) == pytest.approx(op["temperature"])
 
 
+@pytest.mark.slow  # three trainings: about 45 s; the statistics have fast unit tests
 def test_paired_comparison_of_two_runs_on_the_same_test_set(two_runs):
     root, runs, _ = two_runs
     a, b = runs["cnn"].info.run_id, runs["linear"].info.run_id
@@ -126,6 +130,7 @@ def test_paired_comparison_of_two_runs_on_the_same_test_set(two_runs):
     assert 0 <= float(rows["auroc"][6]) <= 1
 
 
+@pytest.mark.slow  # three trainings: about 45 s; the statistics have fast unit tests
 def test_runs_on_different_test_sets_are_refused(two_runs):
     root, runs, _ = two_runs
     a, b = runs["cnn"].info.run_id, runs["other-data"].info.run_id
