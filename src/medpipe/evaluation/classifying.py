@@ -6,7 +6,7 @@ explanations."""
 
 from __future__ import annotations
 
-import warnings as warnings_module
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,10 @@ def _logits_for_calibration(raw: np.ndarray, task: str) -> np.ndarray:
     return raw[:, 0] if task == "binary" and raw.shape[1] == 1 else raw
 
 
-def fit_operating_point(task, settings: EvalSettings, warnings: list[str]) -> None:
+def fit_operating_point(task, settings: EvalSettings, notes: list[str]) -> None:
     """Fit the temperature and choose the threshold on the kept validation outputs; store both
-    in the task's buffers (the checkpoint and the exported model carry them)."""
+    in the task's buffers (the checkpoint and the exported model carry them). What the reader
+    must know is appended to `notes` (the run's warnings)."""
     from medpipe.evaluation.calibration import fit_temperature
     from medpipe.evaluation.operating_point import select_operating_point
 
@@ -37,7 +38,7 @@ def fit_operating_point(task, settings: EvalSettings, warnings: list[str]) -> No
     target = y.numpy().astype(np.int64)
     missing = absent_classes(target, kind, task.meta.classes)
     if missing:
-        warnings.append(
+        notes.append(
             f"validation split: no sample of {', '.join(missing)}; left out of its macro averages"
         )
     temperature = 1.0
@@ -49,12 +50,12 @@ def fit_operating_point(task, settings: EvalSettings, warnings: list[str]) -> No
     if kind == "multiclass":
         return  # argmax decides
     probs = task.probabilities(raw / temperature).numpy()
-    with warnings_module.catch_warnings():  # said below, in the run's own warnings
-        warnings_module.simplefilter("ignore")
+    with warnings.catch_warnings():  # said below, in the run's own warnings
+        warnings.simplefilter("ignore")
         point = select_operating_point(probs, target, kind, settings.threshold)
     if point.fallback:
         names = [task.meta.classes[i] for i in point.fallback]
-        warnings.append(
+        notes.append(
             f"threshold {settings.threshold}: the validation split holds one class only for "
             f"{', '.join(names)}; 0.5 is used there"
         )

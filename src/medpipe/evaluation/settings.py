@@ -14,33 +14,31 @@ from medpipe.evaluation.bootstrap import BootstrapSettings
 class EvalSettings:
     """threshold: the operating-point rule chosen on the validation split (`0.5`, `youden`,
     `max_f1`, `sensitivity@0.95`, `specificity@0.95`, ...). calibration: none | temperature.
-    bootstrap: interval settings, None for no intervals. explain: evaluation.explain.* ."""
+    bootstrap: interval settings, None for no intervals. explain: evaluation.explain.* .
+    Built from the run's config by `from_config`; the defaults live in medpipe.config."""
 
-    threshold: str = "youden"
-    calibration: str = "temperature"
-    bootstrap: BootstrapSettings | None = BootstrapSettings()
-    ece_bins: int = 15
+    threshold: str
+    calibration: str
+    bootstrap: BootstrapSettings | None
+    ece_bins: int
     explain: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
 
     @classmethod
     def from_config(cls, c: dict[str, Any]) -> EvalSettings:
-        ev = c.get("evaluation") or {}
-        boot = dict(ev.get("bootstrap") or {})
-        seed = boot.get("seed")
-        bootstrap = None
-        if int(boot.get("n", 2000)) > 0:
-            bootstrap = BootstrapSettings(
-                n=int(boot.get("n", 2000)),
-                method=str(boot.get("method", "percentile")),
-                level=float(boot.get("level", 0.95)),
-                seed=int(c.get("seed", 0) if seed is None else seed),
-            )
+        from medpipe.config import EvaluationCfg, TrainCfg
+
+        ev = EvaluationCfg.model_validate(c.get("evaluation") or {})
+        boot, bootstrap = ev.bootstrap, None
+        if boot.n > 0:
+            seed = int(c.get("seed", 0)) if boot.seed is None else boot.seed  # null: the run's
+            bootstrap = BootstrapSettings(boot.n, boot.method, boot.level, seed)
+        defaults = TrainCfg.model_fields
         return cls(
-            threshold=str(c.get("threshold", "youden")),
-            calibration=str(c.get("calibration", "temperature")),
+            threshold=str(c.get("threshold", defaults["threshold"].default)),
+            calibration=str(c.get("calibration", defaults["calibration"].default)),
             bootstrap=bootstrap,
-            ece_bins=int(ev.get("ece_bins", 15)),
-            explain={"enabled": False, **(ev.get("explain") or {})},
+            ece_bins=ev.ece_bins,
+            explain=ev.explain.model_dump(),
         )
 
 

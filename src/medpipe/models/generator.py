@@ -59,6 +59,25 @@ class GeneratorModel(nn.Module):
         x = self.low + (t + 1) * 0.5 * (self.high - self.low)
         return x.round().clamp(self.low, self.high) if self.integer else x
 
+    def generate(
+        self, counts: list[int], seed: int, batch_size: int = 512
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x float32 (N, C, H, W) on the CPU, y int64 (N,)): counts[c] samples of class c,
+        class-major, in eval mode; the noise is drawn on the CPU from `seed` up front, so the
+        same seed and counts give the same samples on any device."""
+        y = torch.cat(
+            [torch.full((int(n),), c, dtype=torch.long) for c, n in enumerate(counts)]
+            or [torch.zeros(0, dtype=torch.long)]
+        )
+        z = torch.randn(len(y), self.z_dim, generator=torch.Generator().manual_seed(int(seed)))
+        device = self.low.device
+        parts = []
+        with eval_mode(self):
+            for i in range(0, len(y), batch_size):
+                batch = slice(i, i + batch_size)
+                parts.append(self(z[batch].to(device), y[batch].to(device)).float().cpu())
+        return (torch.cat(parts) if parts else torch.zeros(0)), y
+
 
 # -- the sampling API ------------------------------------------------------------------------------
 @dataclass
@@ -94,21 +113,8 @@ class GeneratorBundle:
             counts = dict.fromkeys(range(k), int(n_per_class))
         if any(n < 0 for n in counts.values()):
             raise ValueError(f"negative sample counts: {counts}")
-        y = torch.cat(
-            [torch.full((counts[c],), c, dtype=torch.long) for c in sorted(counts)]
-            or [torch.zeros(0, dtype=torch.long)]
-        )
-        z = torch.randn(len(y), self.z_dim, generator=torch.Generator().manual_seed(int(seed)))
-        device = self.model.low.device
-        parts = []
-        with eval_mode(self.model):
-            for i in range(0, len(y), batch_size):
-                parts.append(
-                    self.model(
-                        z[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-                    ).cpu()
-                )
-        x = torch.cat(parts).numpy() if parts else np.zeros((0, *self.sample_shape), np.float32)
+        x_t, y = self.model.generate([counts.get(c, 0) for c in range(k)], seed, batch_size)
+        x = x_t.numpy() if len(y) else np.zeros((0, *self.sample_shape), np.float32)
         if np.issubdtype(self.dtype, np.integer):
             info = np.iinfo(self.dtype)
             x = np.clip(np.rint(x), info.min, info.max)

@@ -277,41 +277,27 @@ class GANTask(MedTask):
             self._ema_bn_fresh = True
         return self.generator_ema
 
-    def generator_model(self) -> GeneratorModel:
-        """A copy of the sampling generator with the stored-scale mapping (on the CPU)."""
+    def _sampler(self, generator: nn.Module | None = None) -> GeneratorModel:
+        """`generator` (default: the sampling generator, shared, not copied) with the
+        stored-scale mapping."""
         return GeneratorModel(
-            copy.deepcopy(self.sampling_generator).cpu().eval(),
+            self.sampling_generator if generator is None else generator,
             float(self.stored_low),
             float(self.stored_high),
             is_integer_dtype(self.stored_dtype),
             self.net.z_dim,
-        ).eval()
+        )
+
+    def generator_model(self) -> GeneratorModel:
+        """A copy of the sampling generator with the stored-scale mapping (on the CPU)."""
+        return self._sampler(copy.deepcopy(self.sampling_generator).cpu().eval()).eval()
 
     def generate(
         self, counts: list[int], seed: int, batch_size: int = 512
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x stored scale float32 (N, C, H, W), y int64 (N,)) on the CPU: counts[c] samples of
         class c, class-major, noise from `seed` (the sampling generator, eval mode)."""
-        y = torch.cat([torch.full((int(n),), c, dtype=torch.long) for c, n in enumerate(counts)])
-        z = torch.randn(len(y), self.net.z_dim, generator=torch.Generator().manual_seed(seed))
-        model = GeneratorModel(
-            self.sampling_generator,
-            float(self.stored_low),
-            float(self.stored_high),
-            is_integer_dtype(self.stored_dtype),
-            self.net.z_dim,
-        ).to(self.device)
-        out = []
-        with eval_mode(model):
-            for i in range(0, len(y), batch_size):
-                out.append(
-                    model(
-                        z[i : i + batch_size].to(self.device), y[i : i + batch_size].to(self.device)
-                    )
-                    .float()
-                    .cpu()
-                )
-        return torch.cat(out), y
+        return self._sampler().to(self.device).generate(counts, seed, batch_size)
 
     # -- set-up -----------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -471,13 +457,7 @@ class GANTask(MedTask):
 
         k = len(self.meta.classes)
         y = torch.arange(k, device=self.device).repeat_interleave(self.options.grid_per_class)
-        model = GeneratorModel(
-            self.sampling_generator,
-            float(self.stored_low),
-            float(self.stored_high),
-            is_integer_dtype(self.stored_dtype),
-            self.net.z_dim,
-        )
+        model = self._sampler()
         with eval_mode(model):
             x = model(self.grid_noise, y).cpu().numpy()
         grid = sample_grid(to_display(x, float(self.stored_low), float(self.stored_high)), k)
