@@ -48,6 +48,12 @@ def _threshold(threshold: Threshold, task: str, n: int) -> np.ndarray | float | 
     return t
 
 
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def predicted_labels(probs: np.ndarray, task: str, threshold: Threshold = 0.5) -> np.ndarray:
     """Binary: (N,) 0/1, probs >= threshold; multilabel: (N, K) 0/1 per label's threshold;
     multiclass: the argmax (threshold ignored)."""
@@ -133,9 +139,7 @@ def plot_confusion_matrix(
         if task == "binary":
             title += f"\nthreshold {_fmt_threshold(_threshold(threshold, task, 1))}"
         _draw_matrix(ax, cm, classes, title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _draw_matrix(ax, cm: np.ndarray, labels: list[str], title: str) -> None:
@@ -174,9 +178,7 @@ def plot_roc(
     ax.set_ylabel("true positive rate (sensitivity)")
     ax.set_title("ROC (test)")
     ax.legend(loc="lower right", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _curves(probs, target, task: str, classes: list[str], threshold):
@@ -221,9 +223,7 @@ def plot_pr(
     ax.set_ylabel("precision (positive predictive value)")
     ax.set_title("Precision-recall (test)")
     ax.legend(loc="lower left", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 ABSENT_NOTE = "absent from this split: left out of the macro averages"
@@ -442,9 +442,7 @@ def write_regression_report(
     ax.set_xlabel(f"true {name}")
     ax.set_ylabel(f"predicted {name}")
     ax.set_title(f"Test: MAE {report['mae']:.3g}, RMSE {report['rmse']:.3g}")
-    fig.tight_layout()
-    fig.savefig(files["pred_vs_true"], dpi=120)
-    plt.close(fig)
+    _save(fig, files["pred_vs_true"])
     _write_csv(
         plots / "pred_vs_true.csv",
         ["true", "predicted"],
