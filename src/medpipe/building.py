@@ -9,14 +9,26 @@ from typing import Any
 import lightning.pytorch as L
 import numpy as np
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 
 from medpipe.callbacks import CtrlC, HistoryWriter, progress_callbacks
 from medpipe.checks import check_run, task_options
-from medpipe.data.augment_ops import on_device
+from medpipe.data.augment_ops import device_misfit, on_device
 from medpipe.data.batch_augment import BatchAugment
 from medpipe.data.datamodule import MedDataModule
+from medpipe.data.loader_choice import (
+    POOL_KEYS,
+    DeviceMemory,
+    LoaderChoice,
+    array_bytes,
+    choose_loader,
+    host_memory,
+    pool_problem,
+    training_memory,
+)
 from medpipe.data.prepare import prepare_dataset
-from medpipe.data.processed import DatasetMeta, read_meta
+from medpipe.data.processed import SPLITS, DatasetMeta, read_meta
+from medpipe.errors import ConfigError
 from medpipe.data.transforms import build_transforms
 from medpipe.models.nets.registry import net_class
 from medpipe.tasks.base import MedTask
@@ -24,10 +36,30 @@ from medpipe.tasks.kinds import TaskKind
 
 
 def resolve_loader(loader: str, augmentation_ops: list) -> str:
-    """auto: the in-memory path unless a transform has no batched on-device version."""
+    """auto: the in-memory path unless a transform has no batched on-device version (the
+    augmentation's rule only; build_datamodule also weighs the free memory: choose_data_loader)."""
     if loader == "auto":
         return "memory" if on_device(augmentation_ops) else "workers"
     return loader
+
+
+def choose_data_loader(
+    c: dict[str, Any], folder: Path, cv: bool = False, splits: tuple[str, ...] = SPLITS
+) -> LoaderChoice:
+    """`data.loader` for the processed data in `folder`, from the augmentation and the free memory
+    of the device `c["trainer"]` trains on (medpipe.data.loader_choice); reads only .npy headers.
+    `splits`: those the run holds; `cv`: the DataModule pools every split in host RAM, which must
+    fit too. Raises ConfigError (one line) when data.loader=memory, or the pool, cannot fit."""
+    data = c["data"]
+    share = float(data.get("memory_share", 0.5))
+    if cv and (problem := pool_problem(array_bytes(folder, SPLITS, POOL_KEYS), host_memory(), share)):
+        raise ConfigError(problem)
+    requested = data.get("loader", "auto")
+    ops = list((c.get("augmentation") or {}).get("train") or [])
+    misfits = [m for m in map(device_misfit, ops) if m is not None]
+    measured = requested == "memory" or (requested == "auto" and not misfits)
+    memory = training_memory(c.get("trainer") or {}) if measured else DeviceMemory(None)
+    return choose_loader(requested, array_bytes(folder, splits), memory, share, misfits)
 
 
 def build_datamodule(
@@ -35,14 +67,20 @@ def build_datamodule(
     seed: int,
     folder: Path | None = None,
     folds: dict[str, np.ndarray] | None = None,
+    splits: tuple[str, ...] = SPLITS,
 ) -> MedDataModule:
     """`folder`: the processed data when the caller has prepared it already (else prepared here);
-    `folds`: row indices of each split into the pooled data (cross-validation)."""
+    `folds`: row indices of each split into the pooled data (cross-validation); `splits`: those
+    the caller will read (what must fit in memory for the in-memory path). Prints which loading
+    path it takes and why, before anything is read."""
     data = c["data"]
     if folder is None:
         folder = prepare_dataset(data, c["paths"]["processed_dir"], c["paths"]["raw_dir"])
     ops = list((c.get("augmentation") or {}).get("train") or [])
-    loader = resolve_loader(data.get("loader", "auto"), ops)
+    choice = choose_data_loader(c, folder, cv=folds is not None, splits=splits)
+    if rank_zero_only.rank == 0:
+        print(choice.line())
+    loader = choice.loader
     transform = None
     if loader == "workers":  # MONAI lists are tried once on the data's sample shape here
         transform = build_transforms(ops, seed, data["kind"], read_meta(folder).sample_shape)

@@ -309,6 +309,8 @@ class CompareCfg(_Closed):
     tracking_uri: str | None = None
     runs: list[str] | str | None = None  # two run ids: a paired comparison on their test set
     bootstrap: PairedBootstrapCfg = PairedBootstrapCfg()
+    register: str | None = None  # a Model Registry name: register the best run's model
+    alias: str | None = "champion"  # set on that version (null: none); medpipe.tracking.registry
     paths: PathsCfg
     hydra: Any = None
 

@@ -159,7 +159,8 @@ def train_once(
         from medpipe.tracking.mlflow_run import split_inputs
 
         inputs = split_inputs(meta, dm.folder, folds, c["data"].get("path"))
-        run = create_run(c, meta, kind, extra_tags, run_suffix, inputs)
+        tags = {**(extra_tags or {}), "data.loader": dm.loader}  # what data.loader=auto chose
+        run = create_run(c, meta, kind, tags, run_suffix, inputs)
         loggers.append(run.logger)
     if "csv" in (c.get("logger") or {}):
         from lightning.pytorch.loggers import CSVLogger

@@ -3,7 +3,8 @@
 memory:  every split lives as one tensor on the training device; batches are slices of a seeded
          per-epoch permutation, with no per-sample Python and no host-device copies.
 workers: a torch DataLoader over the memory-mapped arrays, for per-sample augmentation
-         (albumentations) or data that does not fit on the device.
+         (albumentations) or data that does not fit on the device (medpipe.data.loader_choice
+         decides which, for data.loader=auto).
 Samples stay in their stored dtype (uint8 for images); the task module normalises them on device.
 Padded sequences travel with their true lengths: batches are (x, y, lengths) instead of (x, y).
 For cross-validation the module reads the samples of every split pooled and takes each split's
@@ -148,15 +149,18 @@ class MedDataModule(L.LightningDataModule):
             "test": (self.test_split,),
             "predict": ("test",),
         }.get(stage or "", ("train", "val", "test"))
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        # on an accelerator the host keeps only the memory-mapped arrays, not a second copy
+        mmap = self.loader == "workers" or device.type != "cpu"
         for split in wanted:
             if split not in self.splits:
-                self.splits[split] = self._read(split, mmap=self.loader == "workers")
+                self.splits[split] = self._read(split, mmap=mmap)
             if self.loader == "memory" and split not in self._device_splits:
                 s = self.splits[split]
-                device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
                 arrays = [s.x, s.y] + ([s.lengths] if s.lengths is not None else [])
                 self._device_splits[split] = tuple(
-                    torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays
+                    torch.from_numpy(np.array(a) if mmap else np.ascontiguousarray(a)).to(device)
+                    for a in arrays
                 )
 
     def _read(self, split: str, mmap: bool) -> Split:

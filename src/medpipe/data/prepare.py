@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +55,32 @@ def prepare_dataset(
         except DataError:
             pass
     log.info("preparing %s into %s", data_cfg["name"], folder)
-    data = source.load()
+    Path(processed_dir).mkdir(parents=True, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{data_cfg['name']}-staging-", dir=processed_dir)
+    try:
+        source.staging_dir = staging
+        data = source.load()
+        return _write(data, data_cfg, mix, folder, fp, desc, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write(
+    data: SourceData,
+    data_cfg: dict[str, Any],
+    mix: TrainingMix,
+    folder: Path,
+    fp: str,
+    desc: dict[str, Any],
+    staging: str,
+) -> Path:
     mix.apply(data, data_cfg["name"])
     x0 = data.splits["train"].x
     n_classes = len(data.classes)
-    mean, std = channel_stats(np.asarray(x0), data.scale, data.splits["train"].lengths)
+    if data.stats is not None:
+        mean, std = data.stats
+    else:
+        mean, std = channel_stats(np.asarray(x0), data.scale, data.splits["train"].lengths)
     meta = DatasetMeta(
         name=data_cfg["name"],
         task=data.task,
@@ -84,7 +107,7 @@ def prepare_dataset(
                 f"{data_cfg['name']}: split '{s}' has samples of shape {data.splits[s].x.shape[1:]}, "
                 f"train has {x0.shape[1:]}"
             )
-    return write_processed(folder, data.splits, meta)
+    return write_processed(folder, data.splits, meta, move_from=staging)
 
 
 def prepare_from_config(c: dict[str, Any]) -> Path:
@@ -203,6 +226,7 @@ class TrainingMix:
                 synthetic_samples=int(sum(counts)),
             )
         data.splits["train"] = train
+        data.stats = None  # the training split changed: its statistics are computed again
         data.info.update(info)
 
 

@@ -138,12 +138,64 @@ def class_counts(y: np.ndarray, task: str, n_classes: int) -> list[int]:
     return []
 
 
+class ChannelSums:
+    """Per-channel mean and std of samples added one at a time (channel_stats without holding
+    the split): exact integer sums for integer samples, float64 otherwise."""
+
+    def __init__(self, channels: int):
+        self.n = 0
+        self.sums = [0] * channels
+        self.squares = [0] * channels
+
+    def add(self, sample: np.ndarray) -> None:
+        flat = sample.reshape(sample.shape[0], -1)
+        wide = flat.astype(np.int64 if np.issubdtype(flat.dtype, np.integer) else np.float64)
+        for c in range(len(self.sums)):
+            self.sums[c] += wide[c].sum().item()
+            self.squares[c] += np.square(wide[c]).sum().item()
+        self.n += flat.shape[1]
+
+    def stats(self, scale: float) -> tuple[list[float], list[float]]:
+        n = max(self.n, 1)
+        mean = [s / n / scale for s in self.sums]
+        var = [max(q / n / scale**2 - m * m, 0.0) for q, m in zip(self.squares, mean, strict=True)]
+        return mean, [float(np.sqrt(v)) if v > 0 else 1.0 for v in var]
+
+
+class NpyWriter:
+    """A `.npy` file of known shape written one sample at a time (a folder of files streams into
+    it: memory holds one sample, whatever the dataset's size). `close()` checks the count."""
+
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, ...], dtype: np.dtype):
+        self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
+        self.count = 0
+        self._f = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False}
+        np.lib.format.write_array_header_2_0(self._f, {**header, "shape": self.shape})
+
+    def write(self, sample: np.ndarray) -> None:
+        if sample.shape != self.shape[1:]:
+            raise ValueError(f"sample of shape {sample.shape}, expected {self.shape[1:]}")
+        self._f.write(np.ascontiguousarray(sample, dtype=self.dtype).tobytes())
+        self.count += 1
+
+    def close(self) -> None:
+        self._f.close()
+        if self.count != self.shape[0]:
+            raise ValueError(f"{self.path}: {self.count} samples written, {self.shape[0]} declared")
+
+
 def write_processed(
-    out_dir: str | os.PathLike, splits: dict[str, Split], meta: DatasetMeta
+    out_dir: str | os.PathLike,
+    splits: dict[str, Split],
+    meta: DatasetMeta,
+    move_from: str | os.PathLike | None = None,
 ) -> Path:
     """Write a processed dataset atomically: a temporary folder renamed into place.
 
-    A concurrent writer that finishes first wins; the loser's copy is discarded (same content).
+    `move_from`: a staging folder whose `<split>_<key>.npy` files (written there by a streaming
+    source) are moved instead of saved again. A concurrent writer that finishes first wins; the
+    loser's copy is discarded (same content).
     """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -153,7 +205,11 @@ def write_processed(
         for split in SPLITS:
             for key, arr in splits[split].arrays().items():
                 path = tmp / f"{split}_{key}.npy"
-                np.save(path, np.ascontiguousarray(arr), allow_pickle=False)
+                staged = Path(move_from) / path.name if move_from else None
+                if staged is not None and staged.is_file():
+                    shutil.move(staged, path)
+                else:
+                    np.save(path, np.ascontiguousarray(arr), allow_pickle=False)
                 h.update(path.name.encode())
                 h.update(sha256_file(path).encode())
         meta.content_sha256 = h.hexdigest()

@@ -72,6 +72,9 @@ class DataOptions(BaseModel):
     normalize: Literal["unit", "zscore", "none"] = "zscore"
     batch_size: PosInt
     loader: Literal["auto", "memory", "workers"] = "auto"
+    # auto keeps the arrays on the training device only when they fit in this share of its free
+    # memory (host RAM for a CPU, the GPU's own memory); memory fails up front when they do not
+    memory_share: Annotated[float, Field(gt=0, le=1)] = 0.5
     num_workers: NonNegInt = 0
     pin_memory: bool = False
     # the training split only, applied by medpipe.data.prepare after the source has loaded it:
@@ -99,6 +102,9 @@ class SourceData:
     scale: float = 255.0
     info: dict[str, Any] = field(default_factory=dict)  # provenance: file, sha256, url, ...
     score_classes: list[str] = field(default_factory=list)  # classes a challenge F1 averages
+    # per-channel (mean, std) of the training split, from a source that streams its samples to
+    # files (processed.ChannelSums) and so never holds the split; None: computed from the arrays
+    stats: tuple[list[float], list[float]] | None = None
 
 
 class Source:
@@ -113,6 +119,9 @@ class Source:
     name: ClassVar[str] = ""
     # set by medpipe.data.prepare, for sources that read other prepared data or MLflow runs
     processed_dir: str | None = None
+    # set by medpipe.data.prepare: an empty folder a streaming source writes its `<split>_<key>.npy`
+    # files into (processed.NpyWriter); they are moved into the processed folder, not copied
+    staging_dir: str | None = None
     tracking_uri: str | None = None  # the store a runs:/ reference is read from
 
     def __init__(self, cfg: dict[str, Any], raw_dir: str):
