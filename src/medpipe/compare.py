@@ -18,6 +18,11 @@ val/ columns hold each run's best epoch (its `best/val/<metric>`, the epoch in c
 whose checkpoint gave the test/ metrics), and sorting by them sorts by those values; runs trained
 before medpipe logged them show their last epoch's value, marked `*` (csv: listed in the column
 `val_last_epoch`).
+
+register=<name> [alias=champion|null] registers the model of the run listed first (runs without a
+logged model, and runs that did not finish, are passed over with a note) in the MLflow Model
+Registry, points the alias at that version and prints one line ending in the address to load or
+serve it by: models:/<name>@<alias> (medpipe.tracking.registry).
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ def _compare(cfg: Mapping[str, Any]) -> str:
     from medpipe.tracking.store import tracking_uri  # as training decides (no torch import)
 
     uri = tracking_uri(cfg.get("tracking_uri"), str(cfg["paths"]["mlflow_dir"]))
+    register = cfg.get("register")
+    if register is not None:  # before MLflow is read
+        _check_register(cfg, uri)
     if cfg.get("runs"):  # a paired comparison of two runs on the same test set
         from medpipe.evaluation.bootstrap import BootstrapSettings
         from medpipe.evaluation.paired_runs import compare_pair, render_paired
@@ -96,16 +104,42 @@ def _compare(cfg: Mapping[str, Any]) -> str:
         sweep=_raw_override("sweep", cfg.get("sweep")),
         sort=None if sort is None else str(sort),
         order=str(cfg.get("order") or "auto"),
-        top=cfg.get("top"),
+        top=None if register is not None else cfg.get("top"),  # register: every candidate
         params=None if params is None else [str(p) for p in params],
         ignore_params=[str(p) for p in cfg.get("ignore_params") or []],
         metrics=_metrics(cfg.get("metrics")),
         cv=bool(cfg.get("cv", False)),
     )
-    text = render(comparison, fmt)
+    if register is not None:
+        from medpipe.tracking.registry import register_best
+
+        def note(text: str) -> None:
+            print(f"medpipe: note: {text}", file=sys.stderr)
+
+        text = register_best(comparison, str(register), cfg.get("alias"), note).line() + "\n"
+    else:
+        text = render(comparison, fmt)
     sys.stdout.write(text)
     sys.stdout.flush()
     return text
+
+
+def _check_register(cfg: Mapping[str, Any], uri: str) -> None:
+    """register=: the name and alias, what it combines with and the store, before MLflow is read."""
+    from medpipe.tracking.registry import name_problems, store_problem
+
+    problems = name_problems(cfg.get("register"), cfg.get("alias"))
+    if cfg.get("runs"):
+        problems.append("register: registers the best run of a listing; not with runs= (a pair)")
+    if cfg.get("cv"):
+        problems.append(
+            "register: cv=true lists cross-validation parents, which log no model; without it "
+            "their folds are the candidates"
+        )
+    if not problems and (problem := store_problem(uri)):
+        problems.append(problem)
+    if problems:
+        raise ConfigError(problems)
 
 
 def main() -> str | None:

@@ -287,6 +287,41 @@ class PrepareCfg(_Closed):
     hydra: Any = None
 
 
+class PredictCfg(_Closed):
+    """conf/predict.yaml (`python -m medpipe.predict`)."""
+
+    task_name: str = "predict"
+    ckpt_path: str | None = None
+    model_uri: str | None = None
+    tracking_uri: str | None = None
+    inputs: Annotated[str, Field(min_length=1)]
+    output: Annotated[str, Field(min_length=1)]
+    batch_size: PosInt = 256
+    threshold: Annotated[float, Field(gt=0, lt=1)] | None = None
+    aggregate: Literal["mean", "max", "first"] = "mean"
+    fs: Annotated[float, Field(gt=0)] | None = None
+    paths: PathsCfg
+    hydra: Any = None
+
+
+def _predict_problems(c: dict[str, Any]) -> list[str]:
+    problems = pydantic_problems("", PredictCfg, c)
+    ckpt, uri = c.get("ckpt_path"), c.get("model_uri")
+    if bool(ckpt) == bool(uri):
+        problems.append(
+            "ckpt_path / model_uri: give exactly one: a medpipe .ckpt, or runs:/<run_id>/model "
+            "or models:/<name>@<alias>"
+        )
+    elif ckpt:
+        problems += _check_file("ckpt_path", ckpt)
+    elif not str(uri).startswith(("runs:/", "models:/")):
+        problems.append(
+            f"model_uri: '{uri}' is not an MLflow model URI (runs:/<run_id>/model or "
+            "models:/<name>@<alias>)"
+        )
+    return problems
+
+
 class PairedBootstrapCfg(_Closed):
     n: PosInt = 2000
     seed: int = 0
@@ -309,7 +344,9 @@ class CompareCfg(_Closed):
     tracking_uri: str | None = None
     runs: list[str] | str | None = None  # two run ids: a paired comparison on their test set
     bootstrap: PairedBootstrapCfg = PairedBootstrapCfg()
-    register: str | None = None  # a Model Registry name: register the best run's model
+    # register: a Model Registry name for the best run's model (the attribute is named otherwise:
+    # `register` is a classmethod every pydantic model inherits from ABC)
+    register_as: str | None = Field(None, alias="register")
     alias: str | None = "champion"  # set on that version (null: none); medpipe.tracking.registry
     paths: PathsCfg
     hydra: Any = None
@@ -548,6 +585,8 @@ def validate(cfg: DictConfig | dict[str, Any], config_name: str = "train") -> di
         ]
     elif config_name == "prepare":
         problems = pydantic_problems("", PrepareCfg, c) + data_problems(_section(c, "data"))
+    elif config_name == "predict":
+        problems = _predict_problems(c)
     elif config_name == "compare":
         problems = pydantic_problems("", CompareCfg, c)
     else:

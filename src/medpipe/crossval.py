@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from medpipe.building import choose_data_loader
 from medpipe.data.folds import all_folds
 from medpipe.data.processed import read_meta
 from medpipe.outputs import CI_SUFFIXES, print_metrics, write_json
@@ -56,6 +57,7 @@ def cross_validate(c: dict[str, Any], kind: TaskKind, folder: Path) -> float:
     k = int(cv["folds"])
     meta = read_meta(folder)
     folds = all_folds(c, folder)
+    choose_data_loader(c, folder, cv=True)  # the pool must fit in host RAM: fail before any run
     out_dir = Path(c["paths"]["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     folds_file = out_dir / "folds.json"

@@ -94,8 +94,11 @@ def evaluate(c: dict[str, Any]) -> dict[str, float]:
     meta = task.meta
     out_dir = Path(c["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    no_aug = {**run_cfg, "augmentation": {"train": []}}
-    dm = build_datamodule(no_aug, int(run_cfg["seed"]), folder, folds)
+    # the test split on this command's device; memory when it fits there (evaluate has no loader)
+    loader = "auto" if run_cfg["data"].get("loader") == "memory" else run_cfg["data"].get("loader")
+    data = {**run_cfg["data"], "loader": loader or "auto"}
+    no_aug = {**run_cfg, "augmentation": {"train": []}, "data": data, "trainer": c["trainer"]}
+    dm = build_datamodule(no_aug, int(run_cfg["seed"]), folder, folds, splits=("test",))
     trainer = L.Trainer(
         accelerator=c["trainer"]["accelerator"],
         devices=c["trainer"]["devices"],

@@ -22,6 +22,7 @@ import torch
 from medpipe.data.datamodule import MedDataModule
 from medpipe.data.processed import DatasetMeta
 from medpipe.evaluation.settings import threshold_text
+from medpipe.predicting import reading_of
 from medpipe.tasks.base import MedTask
 from medpipe.tracking.provenance import hydra_overrides
 
@@ -285,6 +286,7 @@ def log_run_outputs(
                 output_shape = tuple(model(torch.from_numpy(example)).shape[1:])
             card = describe_model(task.meta, test.x.dtype, output_shape, test.lengths is not None)
             card["operating_point"] = task.operating_point()
+            card["reading"] = reading_of(c["data"])  # how predict reads a new file
             note = model_description(card, run.run_id, title)
         run.log_model(
             model,

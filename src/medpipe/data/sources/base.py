@@ -18,6 +18,18 @@ from medpipe.registry import Registry, locate
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 DATA_KINDS = ("image", "volume", "signal", "frames")
+# data keys that say how a file is read into a sample (folder sources: intensity rule and window;
+# signal sources: preprocessing, channel choice, table layout); a source has those it reads
+READING_KEYS = (
+    "intensity",
+    "window",
+    "canonical",
+    "preprocess",
+    "channel",
+    "label_column",
+    "delimiter",
+    "header",
+)
 
 
 def generator_ref_problem(ref: str) -> str | None:
@@ -131,6 +143,17 @@ class Source:
     def describe(self) -> dict[str, Any]:
         """Everything that determines the processed output (options and input file hashes)."""
         raise NotImplementedError
+
+    def reading(self) -> dict[str, Any]:
+        """How one new input file must be read to match this data (medpipe.predicting): the
+        source, the kind, the data keys of READING_KEYS this config has and, for signals, the
+        sampling rate of its records (None where each record's header gives it)."""
+        out: dict[str, Any] = {"source": self.name, "kind": self.cfg.get("kind")}
+        out.update({k: self.cfg[k] for k in READING_KEYS if k in self.cfg})
+        if self.cfg.get("kind") == "signal":
+            native = getattr(self.Options.model_construct(**self.cfg), "_native_fs", None)
+            out["fs"] = native() if native is not None else self.cfg.get("fs")
+        return out
 
     def load(self) -> SourceData:
         raise NotImplementedError

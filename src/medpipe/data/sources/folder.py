@@ -142,7 +142,10 @@ class FolderSource(Source):
                         f"a labels table has columns {', '.join(TABLE_COLUMNS[:2])} and optionally "
                         f"{', '.join(TABLE_COLUMNS[2:])}"
                     )
-                lines = [(i, {k.strip(): (v or "").strip() for k, v in r.items() if k}) for i, r in enumerate(reader, 2)]
+                lines = [
+                    (i, {k.strip(): (v or "").strip() for k, v in r.items() if k})
+                    for i, r in enumerate(reader, 2)
+                ]
         except (OSError, UnicodeDecodeError, csv.Error) as err:
             raise DataError(f"{table}: unreadable labels table ({err})") from None
         rows = []
@@ -163,7 +166,9 @@ class FolderSource(Source):
             rows.append(Entry(path, r["label"], split, r.get("patient_id") or "", where))
         given = {e.split is not None for e in rows}
         if given == {True, False}:
-            raise DataError(f"{table}: the split column is filled on some lines only; fill it on every line or on none")
+            raise DataError(
+                f"{table}: the split column is filled on some lines only; fill it on every line or on none"
+            )
         return self._grouped(rows)
 
     def _grouped(self, rows: list[Entry]) -> list[Entry]:
@@ -182,8 +187,14 @@ class FolderSource(Source):
         rows = self.entries()
         root = self.root()
         files = [
-            (str(e.file.relative_to(root)) if e.file.is_relative_to(root) else str(e.file),
-             e.label, e.split, fingerprint(e.group), e.file.stat().st_size, sha256_file(e.file))
+            (
+                str(e.file.relative_to(root)) if e.file.is_relative_to(root) else str(e.file),
+                e.label,
+                e.split,
+                fingerprint(e.group),
+                e.file.stat().st_size,
+                sha256_file(e.file),
+            )
             for e in rows
         ]
         keys = ("task", "classes", "intensity", "window", "split", "seed")
@@ -209,7 +220,9 @@ class FolderSource(Source):
         if task == "auto":
             task = "binary" if len(classes) == 2 else "multiclass"
         if task == "binary" and len(classes) != 2:
-            raise DataError(f"data.task: binary needs 2 classes, the labels give {len(classes)}: {classes}")
+            raise DataError(
+                f"data.task: binary needs 2 classes, the labels give {len(classes)}: {classes}"
+            )
         if len(classes) < 2:
             raise DataError(f"data: one class only ({classes}); a classifier needs at least 2")
         return task, classes
@@ -221,9 +234,13 @@ class FolderSource(Source):
             return np.array([float(e.label) for e in rows], np.float32)
         except ValueError:
             bad = next(e for e in rows if not _is_float(e.label))
-            raise DataError(f"{bad.where}: label '{bad.label}' is not a number (task regression)") from None
+            raise DataError(
+                f"{bad.where}: label '{bad.label}' is not a number (task regression)"
+            ) from None
 
-    def _assign(self, rows: list[Entry], y: np.ndarray, task: str) -> tuple[list[str], dict[str, Any]]:
+    def _assign(
+        self, rows: list[Entry], y: np.ndarray, task: str
+    ) -> tuple[list[str], dict[str, Any]]:
         """Each entry's split: from the table, or drawn over groups (stratified by label)."""
         groups = [e.group for e in rows]
         if rows[0].split is not None:
@@ -246,8 +263,11 @@ class FolderSource(Source):
                 per_group.setdefault(g, Counter())[int(v)] += 1
             labels = np.array([per_group[g].most_common(1)[0][0] for g in names])
         parts, info = split_indices(
-            len(names), self.cfg.get("split") or DEFAULT_SPLIT, int(self.cfg.get("seed", 0)),
-            labels=labels, what="patients" if len(names) < len(rows) else "files",
+            len(names),
+            self.cfg.get("split") or DEFAULT_SPLIT,
+            int(self.cfg.get("seed", 0)),
+            labels=labels,
+            what="patients" if len(names) < len(rows) else "files",
         )
         of_group = {}
         for split, idx in parts.items():
@@ -299,8 +319,14 @@ class FolderSource(Source):
                     samples, converted = samples_of(e.file, spec)
                     notes.update(converted)
                     if len(samples) != frames[i]:
-                        raise DataError(f"{e.file}: {len(samples)} frames read, {frames[i]} declared in its header")
-                    rel = str(e.file.relative_to(root)) if e.file.is_relative_to(root) else e.file.name
+                        raise DataError(
+                            f"{e.file}: {len(samples)} frames read, {frames[i]} declared in its header"
+                        )
+                    rel = (
+                        str(e.file.relative_to(root))
+                        if e.file.is_relative_to(root)
+                        else e.file.name
+                    )
                     for k, sample in enumerate(samples):
                         writer.write(sample)
                         if split == "train":
