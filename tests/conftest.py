@@ -185,3 +185,50 @@ def mlflow_server(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+# -- your own files: images, DICOM and NIfTI written from arrays ---------------------------------
+def write_png(path: Path, image: np.ndarray) -> Path:
+    """(H, W) or (H, W, 3) uint8 as a PNG."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+    return path
+
+
+def write_dicom(
+    path: Path, image: np.ndarray, patient_id: str = "anon", photometric: str = "MONOCHROME2"
+) -> Path:
+    """A (H, W) or (F, H, W) uint8 or int16 image as an uncompressed DICOM (Secondary Capture)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        SecondaryCaptureImageStorage,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    ds.PatientID, ds.PatientName, ds.Modality = patient_id, "Test^Patient", "OT"
+    bits = 8 if image.dtype == np.uint8 else 16
+    ds.set_pixel_data(image, photometric, bits)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def pydicom_file(name: str) -> Path:
+    """A DICOM file that ships inside pydicom (CT_small.dcm, MR_small.dcm, MR_truncated.dcm, ...)."""
+    from pydicom.data import get_testdata_file
+
+    return Path(get_testdata_file(name))
+
+
+def find_checkpoint(root: Path) -> Path:
+    """The newest best.ckpt written under `root`."""
+    return max(root.rglob("best.ckpt"), key=lambda p: p.stat().st_mtime)

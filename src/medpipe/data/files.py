@@ -351,4 +351,5 @@ def write_nifti(path: str | Path, volume: np.ndarray) -> None:
     """Write a (D, H, W) volume as NIfTI the way `samples_of` reads it back (identity affine)."""
     import nibabel as nib
 
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(np.ascontiguousarray(volume.transpose(2, 1, 0)), np.eye(4)), path)

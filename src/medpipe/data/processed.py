@@ -179,6 +179,11 @@ class NpyWriter:
         self._f.write(np.ascontiguousarray(sample, dtype=self.dtype).tobytes())
         self.count += 1
 
+    def discard(self) -> None:
+        """Close and delete the file (its source failed part-way)."""
+        self._f.close()
+        self.path.unlink(missing_ok=True)
+
     def close(self) -> None:
         self._f.close()
         if self.count != self.shape[0]:

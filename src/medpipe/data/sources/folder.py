@@ -250,12 +250,12 @@ class FolderSource(Source):
                 first = seen.setdefault(e.group, (s, e.where))
                 if first[0] != s:
                     raise DataError(
-                        f"{e.where}: the same patient as {first[1]} is in split {s} there "
-                        f"{first[0]}: a patient's images must all be in one split (leakage)"
+                        f"{e.where}: split {s}, but the same patient is in split {first[0]} at "
+                        f"{first[1]}: a patient's images must all be in one split (no leakage "
+                        "between splits)"
                     )
             return splits, {"split_from": "table"}
         names = list(dict.fromkeys(groups))
-        index = {g: i for i, g in enumerate(names)}
         labels = None
         if task != "regression":  # a group's label: its most common one
             per_group: dict[str, Counter] = {}
@@ -333,8 +333,10 @@ class FolderSource(Source):
                             sums.add(sample)
                         ids.append(rel if len(samples) == 1 else f"{rel}#{k}")
                         ys.append(y[i])
-            finally:
-                writer.close()
+            except BaseException:
+                writer.discard()
+                raise
+            writer.close()
             x = np.load(writer.path, mmap_mode="r")
             splits[split] = Split(x, np.asarray(ys, y.dtype), ids=np.array(ids, dtype=str))
         for note, count in notes.items():
