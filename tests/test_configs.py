@@ -34,7 +34,9 @@ EXTRA = {
     "data/mitdb_beats": ["model=crnn1d", "data.path=conf"],
     "data/mitdb_hr": ["model=crnn1d", "data.path=conf"],
     "data/ecg_table": ["model=crnn1d", "data.path=pyproject.toml"],
-    "data/gan_samples": ["data.generator=pyproject.toml"],  # any file: read when prepared
+    "data/gan_samples": ["data.generator=pyproject.toml"],
+    "data/image_folder": ["data.path=conf"],  # any folder: read when prepared
+    "data/volume_folder": ["data.path=conf", "model=resnet3d"],  # any file: read when prepared
     "experiment/pneumonia_tstr": ["data.generator=pyproject.toml"],
     "model/rnn": ["data=synthetic_ecg", "model.loss=mse", "monitor=val/mae", "monitor_mode=min"],
     "model/gru": ["data=synthetic_ecg", "model.loss=mse", "monitor=val/mae", "monitor_mode=min"],

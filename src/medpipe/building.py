@@ -28,8 +28,8 @@ from medpipe.data.loader_choice import (
 )
 from medpipe.data.prepare import prepare_dataset
 from medpipe.data.processed import SPLITS, DatasetMeta, read_meta
-from medpipe.errors import ConfigError
 from medpipe.data.transforms import build_transforms
+from medpipe.errors import ConfigError
 from medpipe.models.nets.registry import net_class
 from medpipe.tasks.base import MedTask
 from medpipe.tasks.kinds import TaskKind
@@ -52,8 +52,10 @@ def choose_data_loader(
     fit too. Raises ConfigError (one line) when data.loader=memory, or the pool, cannot fit."""
     data = c["data"]
     share = float(data.get("memory_share", 0.5))
-    if cv and (problem := pool_problem(array_bytes(folder, SPLITS, POOL_KEYS), host_memory(), share)):
-        raise ConfigError(problem)
+    if cv:
+        pooled = array_bytes(folder, SPLITS, POOL_KEYS)
+        if problem := pool_problem(pooled, host_memory(), share):
+            raise ConfigError(problem)
     requested = data.get("loader", "auto")
     ops = list((c.get("augmentation") or {}).get("train") or [])
     misfits = [m for m in map(device_misfit, ops) if m is not None]

@@ -278,6 +278,39 @@ class ExplainCommandCfg(_Closed):
     hydra: Any = None
 
 
+EXPORT_FORMATS = ("onnx", "torch_export")  # python -m medpipe.export format=...
+
+
+def export_format_problems(fmt: Any) -> list[str]:
+    """One line for a format medpipe does not export to; TorchScript is named (deprecated)."""
+    if fmt in EXPORT_FORMATS:
+        return []
+    if str(fmt).lower() in ("torchscript", "jit", "script", "trace"):
+        return [
+            f"format: {fmt} is not offered: TorchScript is deprecated in current PyTorch; use "
+            "format=torch_export (a torch.export program, .pt2) or format=onnx"
+        ]
+    return [
+        f"format: unknown export format '{fmt}'{did_you_mean(str(fmt), EXPORT_FORMATS)}; "
+        f"choose one of {', '.join(EXPORT_FORMATS)}"
+    ]
+
+
+class ExportCfg(_Closed):
+    """conf/export.yaml (`python -m medpipe.export`)."""
+
+    task_name: str = "export"
+    ckpt_path: Annotated[str, Field(min_length=1)]
+    format: str = "onnx"  # one of EXPORT_FORMATS (export_format_problems says why not another)
+    out: str | None = None  # null: <output_dir>/model.onnx | model.pt2
+    output_dir: str
+    tolerance: Annotated[float, Field(ge=0)] = 1e-5  # max abs difference to the eager model
+    batch_size: PosInt = 256  # test samples per batch of the self-check
+    data: ExplainDataCfg = ExplainDataCfg()
+    paths: PathsCfg
+    hydra: Any = None
+
+
 class PrepareCfg(_Closed):
     task_name: str = "prepare"
     out: str | None = None
@@ -577,6 +610,16 @@ def validate(cfg: DictConfig | dict[str, Any], config_name: str = "train") -> di
         problems = pydantic_problems("", ExplainCommandCfg, c)
         problems += _check_file("ckpt_path", c.get("ckpt_path"))
         problems += _check_file("inputs", c.get("inputs"))
+        data = _section(c, "data")
+        problems += [
+            p
+            for k in ("path", "mirror")
+            for p in _check_file(f"data.{k}", data.get(k), k == "mirror")
+        ]
+    elif config_name == "export":
+        problems = pydantic_problems("", ExportCfg, c)
+        problems += export_format_problems(c.get("format"))
+        problems += _check_file("ckpt_path", c.get("ckpt_path"))
         data = _section(c, "data")
         problems += [
             p

@@ -21,8 +21,8 @@ import torch
 
 from medpipe.data.datamodule import MedDataModule
 from medpipe.data.processed import DatasetMeta
+from medpipe.data.sources import reading_of
 from medpipe.evaluation.settings import threshold_text
-from medpipe.predicting import reading_of
 from medpipe.tasks.base import MedTask
 from medpipe.tracking.provenance import hydra_overrides
 

@@ -26,6 +26,7 @@ import torch
 
 from medpipe.data.files import InputSpec, file_format, samples_of
 from medpipe.data.processed import DatasetMeta
+from medpipe.data.sources import reading_of
 from medpipe.errors import ConfigError, DataError
 from medpipe.evaluation.stats import class_key
 
@@ -70,13 +71,6 @@ class Predictor:
         else:
             out = self.model(t, lengths=torch.from_numpy(np.asarray(lengths, np.int64)))
         return out.detach().cpu().numpy().astype(np.float64)
-
-
-def reading_of(data_cfg: dict[str, Any]) -> dict[str, Any]:
-    """How the data of a training config reads a file (its source's `reading()`)."""
-    from medpipe.data.sources import make_source
-
-    return make_source(data_cfg, "").reading()
 
 
 def from_checkpoint(path: str) -> Predictor:
@@ -127,7 +121,11 @@ def from_mlflow(uri: str, tracking_uri: str | None) -> Predictor:
         raise DataError(f"model_uri: '{uri}' takes no input files (a generator?)")
     if "reading" not in card:  # logged before models carried it: the sample shape alone
         card["reading"] = {"kind": card["kind"]}
-    return Predictor(model.cpu().eval(), card, uri)
+    try:
+        model.eval()
+    except NotImplementedError:  # a torch.export program (MLflow's export): already for inference
+        pass
+    return Predictor(model, card, uri)
 
 
 def load_predictor(c: dict[str, Any]) -> Predictor:
@@ -135,7 +133,12 @@ def load_predictor(c: dict[str, Any]) -> Predictor:
         return from_checkpoint(str(c["ckpt_path"]))
     from medpipe.tracking.store import tracking_uri
 
-    uri = c.get("tracking_uri") or tracking_uri(None, c["paths"]["mlflow_dir"])
+    uri = tracking_uri(c.get("tracking_uri"), c["paths"]["mlflow_dir"])
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise ConfigError(
+            f"model_uri: no MLflow store at {uri.removeprefix('sqlite:///')}; give "
+            "tracking_uri=<the store the run logged to> (or set MLFLOW_TRACKING_URI)"
+        )
     return from_mlflow(str(c["model_uri"]), uri)
 
 
@@ -155,11 +158,15 @@ def expand_inputs(inputs: str, kind: str) -> list[Path]:
         found = sorted(p for p in path.rglob("*") if p.is_file() and readable(p, kind))
         what = f"folder {path}"
     else:
-        found = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        found = sorted(
+            Path(p)
+            for p in glob.glob(str(path), recursive=True)
+            if Path(p).is_file() and readable(Path(p), kind)
+        )
         what = f"pattern {inputs}"
-    if kind == "signal":  # a WFDB record is its header; its .dat/.atr come with it
+    if kind == "signal":  # PhysioNet ships a .hea beside each .mat: the WFDB record is read once
         headers = {p.with_suffix("") for p in found if p.suffix == ".hea"}
-        found = [p for p in found if p.suffix == ".hea" or p.with_suffix("") not in headers]
+        found = [p for p in found if p.suffix != ".mat" or p.with_suffix("") not in headers]
     if not found:
         allowed = (
             ", ".join(SIGNAL_SUFFIXES) if kind == "signal" else "PNG, JPEG, TIFF, BMP, DICOM, NIfTI"

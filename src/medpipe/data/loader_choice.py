@@ -6,6 +6,7 @@ from the .npy headers (nothing is read) and the free memory from psutil or CUDA.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -68,9 +69,8 @@ def choose_loader(
     if requested == "workers":
         return LoaderChoice("workers", "data.loader=workers")
     if requested == "auto" and per_sample_ops:
-        return LoaderChoice(
-            "workers", f"augmentation has per-sample ops: {', '.join(dict.fromkeys(per_sample_ops))}"
-        )
+        ops = ", ".join(dict.fromkeys(per_sample_ops))
+        return LoaderChoice("workers", f"augmentation has per-sample ops: {ops}")
     needed = array_bytes * memory.copies
     sized = f"{format_bytes(needed)} of arrays"
     if memory.copies > 1:
@@ -121,10 +121,8 @@ def array_bytes(
     for split in splits:
         for key in keys:
             path = Path(folder) / f"{split}_{key}.npy"
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 total += npy_bytes(path) if path.is_file() else 0
-            except (OSError, ValueError):
-                pass
     return total
 
 
@@ -154,18 +152,16 @@ def _cuda_indices(devices: Any, count: int) -> list[int]:
     return list(range(min(int(devices), count)))
 
 
-def _cuda_free(index: int, forking: bool) -> int | None:
-    """Free bytes of CUDA device `index`. A forking strategy must not meet CUDA initialised in
-    the parent, so it asks nvidia-smi instead of torch."""
-    if not forking:
-        import torch
-
-        return int(torch.cuda.mem_get_info(index)[0])
+def _smi_free(index: int) -> int | None:
+    """Free bytes of CUDA device `index` from nvidia-smi (no CUDA context in this process), or
+    None. nvidia-smi counts physical devices: `index` is mapped through CUDA_VISIBLE_DEVICES."""
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")]
+    ident = visible[index] if index < len(visible) and visible[index] else str(index)
     try:
         out = subprocess.run(
             [
                 "nvidia-smi",
-                f"--id={index}",
+                f"--id={ident}",
                 "--query-gpu=memory.free",
                 "--format=csv,noheader,nounits",
             ],
@@ -177,6 +173,21 @@ def _cuda_free(index: int, forking: bool) -> int | None:
         return int(float(out.stdout.strip().splitlines()[0]) * 2**20)  # MiB
     except (OSError, ValueError, IndexError, subprocess.SubprocessError):
         return None
+
+
+def _cuda_free(indices: list[int], forking: bool) -> dict[int, int | None]:
+    """Free bytes of the CUDA devices `indices`. torch.cuda.mem_get_info opens a CUDA context on
+    the device it asks about: fine for this process's own device, but a context on every GPU of a
+    DDP run would stay with rank zero, and a forking strategy must not find CUDA initialised at
+    all; those ask nvidia-smi (several GPUs falling back to this process's own device)."""
+    if forking or len(indices) > 1:
+        free = {i: _smi_free(i) for i in indices}
+        if forking or all(v is not None for v in free.values()):
+            return free
+        indices = [indices[int(os.environ.get("LOCAL_RANK", 0)) % len(indices)]]
+    import torch
+
+    return {i: int(torch.cuda.mem_get_info(i)[0]) for i in indices}
 
 
 def training_memory(trainer: dict[str, Any]) -> DeviceMemory:
@@ -193,13 +204,13 @@ def training_memory(trainer: dict[str, Any]) -> DeviceMemory:
         indices = [i for i in _cuda_indices(devices, count) if 0 <= i < count] if count else []
         if indices:
             forking = "fork" in strategy or "notebook" in strategy
-            free = {i: _cuda_free(i, forking) for i in indices}
+            free = _cuda_free(indices, forking)
             if any(v is None for v in free.values()):
                 return DeviceMemory(None, f"free memory of cuda:{indices[0]}")
             i = min(free, key=lambda k: free[k])  # type: ignore[arg-type, return-value]
             where = f"free memory of cuda:{i}"
-            if len(indices) > 1:
-                where += f" (the least free of {len(indices)} GPUs)"
+            if len(free) > 1:
+                where += f" (the least free of {len(free)} GPUs)"
             return DeviceMemory(free[i], where)
     copies = 1
     if strategy.startswith("ddp") and devices not in ("auto", "-1", -1):

@@ -23,12 +23,18 @@ def make_source(data_cfg: dict[str, Any], raw_dir: str) -> Source:
     return cls(data_cfg, raw_dir)
 
 
+def reading_of(data_cfg: dict[str, Any]) -> dict[str, Any]:
+    """How the data of a training config reads one new file (its source's `reading()`)."""
+    return make_source(data_cfg, "").reading()
+
+
 __all__ = [
     "SOURCES",
     "DataOptions",
     "Source",
     "SourceData",
     "make_source",
+    "reading_of",
     "register_source",
     "source_class",
 ]
