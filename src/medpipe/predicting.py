@@ -12,6 +12,7 @@ others are still predicted.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import logging
@@ -121,10 +122,8 @@ def from_mlflow(uri: str, tracking_uri: str | None) -> Predictor:
         raise DataError(f"model_uri: '{uri}' takes no input files (a generator?)")
     if "reading" not in card:  # logged before models carried it: the sample shape alone
         card["reading"] = {"kind": card["kind"]}
-    try:
+    with contextlib.suppress(NotImplementedError):  # a torch.export program: already for inference
         model.eval()
-    except NotImplementedError:  # a torch.export program (MLflow's export): already for inference
-        pass
     return Predictor(model, card, uri)
 
 
