@@ -112,7 +112,8 @@ class Registered:
         return f"models:/{self.name}/{self.version}"
 
     def line(self) -> str:
-        value = f"{self.value:.4f}" if isinstance(self.value, float) else str(self.value)
+        value = self.value
+        value = f"{value:.4f}" if isinstance(value, float) else "-" if value is None else value
         what = "already registered as" if self.reused else "registered"
         if not self.alias:
             alias = "no alias"
@@ -164,7 +165,8 @@ def _existing_version(client: Any, name: str, run_id: str, source: str) -> Any |
 def _global_tracking_uri(uri: str) -> Iterator[None]:
     """MLflow's database registry looks a `models:/<model_id>` source up through the global
     tracking URI, not its client's (a TODO in MLflow 3.17's SqlAlchemyStore): without this it
-    finds no model, after creating ./mlflow.db in the working folder. The previous URI is put back."""
+    finds no model, after creating ./mlflow.db in the working folder. The previous URI is put
+    back."""
     import mlflow
 
     previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
@@ -181,8 +183,8 @@ def _link_logged_model(client: Any, model_id: str, name: str, version: str) -> N
 
     model = client.get_logged_model(model_id)
     links = json.loads(model.tags.get(MODEL_VERSIONS_TAG) or "[]")
-    entry = {"name": name, "version": str(version)}
-    if entry not in [{k: str(v) for k, v in e.items()} for e in links]:
+    entry = {"name": name, "version": int(version)}  # as MLflow writes it
+    if not any(e.get("name") == name and str(e.get("version")) == str(version) for e in links):
         client.set_logged_model_tags(model_id, {MODEL_VERSIONS_TAG: json.dumps([*links, entry])})
 
 
@@ -221,7 +223,7 @@ def register_best(
         for text in skipped[:_MAX_NOTES]:
             note(f"register: passed over {text}")
         if len(skipped) > _MAX_NOTES:
-            note(f"register: ... and {len(skipped) - _MAX_NOTES} more runs without a model")
+            note(f"register: ... and {len(skipped) - _MAX_NOTES} more runs passed over")
     if chosen is None or source is None:
         raise ConfigError(
             f"register: no run of experiment '{comparison.experiment}' "
