@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import shutil
 import subprocess
 import sys
@@ -183,8 +182,9 @@ def bench_predict(work: Path, n: int, repeats: int) -> dict:
             times[name].append(time.perf_counter() - t0)
     med = {k: float(np.median(v)) for k, v in times.items()}
     # both wrote the same probabilities
-    mine = {r[0]: float(r[3]) for r in csv.reader(open(work / "medpipe.csv")) if r[1] == "ok"}
-    theirs = {r[0]: float(r[2]) for r in csv.reader(open(work / "plain.csv"))}
+    with open(work / "medpipe.csv") as a, open(work / "plain.csv") as b:
+        mine = {r[0]: float(r[3]) for r in csv.reader(a) if r[1] == "ok"}
+        theirs = {r[0]: float(r[2]) for r in csv.reader(b)}
     diff = max(abs(mine[k] - theirs[k]) for k in theirs)
     return {
         "images": n,
