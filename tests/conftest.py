@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -232,3 +235,85 @@ def pydicom_file(name: str) -> Path:
 def find_checkpoint(root: Path) -> Path:
     """The newest best.ckpt written under `root`."""
     return max(root.rglob("best.ckpt"), key=lambda p: p.stat().st_mtime)
+
+
+# -- a model served over REST (mlflow models serve) --------------------------------------------
+SERVER_START_S = 120  # a cold start on these machines takes about 5-10 s
+
+
+@contextlib.contextmanager
+def serving(model_uri: str, tracking_uri: str, folder: Path) -> Iterator[tuple[str, float]]:
+    """`mlflow models serve -m model_uri --env-manager local` on a free loopback port; yields its
+    address and the seconds it took to answer /ping. The server is stopped however the block
+    ends."""
+    port = free_port()
+    bin_dir = Path(sys.executable).parent  # the server execs `uvicorn` from PATH
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    log_path = folder / f"serve-{port}.log"
+    with log_path.open("w") as log:
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [
+                str(bin_dir / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                model_uri,
+                "--env-manager",
+                "local",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            cwd=folder,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # the uvicorn it starts ends with it
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() - started > SERVER_START_S:
+                    pytest.fail(
+                        f"mlflow models serve -m {model_uri} did not answer:\n"
+                        + log_path.read_text()[-3000:]
+                    )
+                time.sleep(0.2)
+            yield url, time.monotonic() - started
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: uvicorn shuts down cleanly
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def invoke(url: str, x: np.ndarray) -> np.ndarray:
+    """POST /invocations {"inputs": samples as nested lists}: the served model's answer."""
+    request = urllib.request.Request(
+        f"{url}/invocations",
+        data=json.dumps({"inputs": x.tolist()}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=60) as r:
+        assert r.status == 200
+        answer = json.loads(r.read())
+    return np.asarray(answer["predictions"], dtype=np.float64)

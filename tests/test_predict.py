@@ -322,3 +322,53 @@ def test_signal_records_in_every_format_give_the_same_value(ecg, tmp_path):
         tmp_path, f"ckpt_path={ckpt}", f"inputs={tmp_path / 'fast.npy'}", "fs=200", name="fast.csv"
     )
     assert res.returncode == 0 and rows[0]["windows"] == "4"
+
+
+@pytest.mark.slow
+@needs_shared_data
+def test_png_round_trip_through_the_registry_and_the_server(pneumonia):
+    """The same PNGs, predicted by the registered model (models:/NAME@champion) and sent to the
+    served model over HTTP, give the probabilities of the checkpoint's predict."""
+    from medpipe.data.files import InputSpec, samples_of
+
+    from conftest import invoke, serving
+
+    root, _, images, _ = pneumonia
+    folder = root / "png_registry"
+    n = 48
+    for i, im in enumerate(images[:n]):
+        write_png(folder / f"{i:04d}.png", im)
+    res, rows = predict(
+        root, f"ckpt_path={root / 'run/checkpoints/best.ckpt'}", f"inputs={folder}", name="ckpt.csv"
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    mine = by_row(rows)
+    reg = run_cli(
+        "compare", f"paths.root_dir={root}", "experiment=medpipe", "register=pneumonia-test"
+    )
+    assert reg.returncode == 0, reg.stderr[-1500:]
+    res, rows = predict(
+        root, "model_uri=models:/pneumonia-test@champion", f"inputs={folder}", name="reg.csv"
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    registered = by_row(rows)
+    assert (
+        max(
+            abs(float(registered[i]["prob_pneumonia"]) - float(mine[i]["prob_pneumonia"]))
+            for i in mine
+        )
+        <= 1e-5
+    )
+    x = np.stack(
+        [
+            samples_of(folder / f"{i:04d}.png", InputSpec("image", (1, 28, 28)))[0][0]
+            for i in range(n)
+        ]
+    )
+    store = f"sqlite:///{root / 'logs' / 'mlflow' / 'mlflow.db'}"
+    with serving("models:/pneumonia-test@champion", store, root) as (url, _):
+        served = invoke(url, x.astype(np.float32))
+    assert (
+        np.abs(served[:, 1] - np.array([float(mine[i]["prob_pneumonia"]) for i in range(n)])).max()
+        <= 1e-5
+    )
