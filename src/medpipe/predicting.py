@@ -83,10 +83,10 @@ def from_checkpoint(path: str) -> Predictor:
     run_cfg = ckpt["medpipe"]["config"]
     meta = DatasetMeta.from_dict(ckpt["medpipe"]["meta"])
     task = build_task({**run_cfg, "compile": False}, meta)
-    if not hasattr(task, "operating_point"):
+    if getattr(task, "export_card", None) is not None:  # its model takes no samples (a GAN)
         raise DataError(
-            f"{path}: a {run_cfg.get('task_kind', 'generative')} model, which takes no input files "
-            "(predict applies classifiers and regressors)"
+            f"{path}: a {run_cfg.get('task_kind', meta.task)} model: it takes no input files "
+            "(predict applies models that read samples: classifiers and regressors)"
         )
     task.on_load_checkpoint(ckpt)
     task.load_state_dict(ckpt["state_dict"])
@@ -205,7 +205,7 @@ def predict_files(
     def flush() -> None:
         if not pending:
             return
-        x = np.concatenate([s for _, s, _ in pending])
+        x = np.concatenate([s for _, s, _ in pending]).astype(np.float32, copy=False)
         lengths = np.concatenate([n for _, _, n in pending]) if signal else None
         out = p(x, lengths)
         i = 0
@@ -230,17 +230,19 @@ def predict_files(
                 for name, w, n in got:
                     row = Row(name)
                     rows.append(row)
-                    pending.append((row, w.astype(np.float32), n))
+                    pending.append((row, w, n))
             else:
                 samples, notes = samples_of(path, spec)
                 for k, s in enumerate(samples):
                     row = Row(str(path) if len(samples) == 1 else f"{path}#{k}", notes=notes)
                     rows.append(row)
-                    pending.append((row, s[None].astype(np.float32), None))
+                    pending.append((row, s[None], None))
         except DataError as err:
             rows.append(Row(str(path), error=str(err).removeprefix(f"{path}: ")))
             continue
-        if sum(len(s) for _, s, _ in pending) >= batch_size:
+        if len(pending) >= batch_size or (
+            signal and sum(len(s) for _, s, _ in pending) >= batch_size
+        ):
             flush()
     flush()
     return rows

@@ -188,16 +188,18 @@ def decode_image(path: Path) -> Decoded:
     try:
         with Image.open(path) as im:
             n = int(getattr(im, "n_frames", 1) or 1)
-            frames = []
-            for i in range(n):
+            frames = [_pil_array(im)]
+            for i in range(1, n):  # the pages of a multi-page TIFF
                 im.seek(i)
                 frames.append(_pil_array(im))
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: not a readable image ({str(err).splitlines()[0]})") from None
     shapes = {f.shape for f in frames}
     if len(shapes) > 1:
         raise DataError(f"{path}: its {n} frames differ in size ({sorted(shapes)})")
-    pixels = np.stack(frames)
+    pixels = frames[0][None] if n == 1 else np.stack(frames)
     return Decoded(pixels, eight_bit=pixels.dtype == np.uint8, rgb=pixels.ndim == 4)
 
 
@@ -232,15 +234,13 @@ def decode_nifti(path: Path, canonical: bool) -> Decoded:
     return Decoded(np.ascontiguousarray(data.transpose(2, 1, 0)), data.dtype == np.uint8, False)
 
 
-def decode(path: Path, spec: InputSpec) -> Decoded:
-    fmt = file_format(path)
+def decode(path: Path, spec: InputSpec, fmt: str | None = None) -> Decoded:
+    fmt = fmt or file_format(path)
     if fmt is None:
         raise DataError(
             f"{path}: not a supported file (images: {', '.join(IMAGE_SUFFIXES)}; DICOM: .dcm; "
             "NIfTI: .nii, .nii.gz)"
         )
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
     if fmt == "image":
         return decode_image(path)
     if fmt == "dicom":
@@ -260,7 +260,7 @@ def to_uint8(d: Decoded, pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
         elif d.window is not None:
             window = d.window
         elif d.eight_bit:
-            out = pixels.astype(np.uint8)
+            out = np.asarray(pixels, np.uint8)
             return 255 - out if d.invert else out
     values = np.asarray(pixels, np.float64)
     if window is not None:
@@ -320,7 +320,8 @@ def resample_volume(vol: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
 def samples_of(path: Path, spec: InputSpec) -> tuple[list[np.ndarray], list[str]]:
     """The stored samples a file gives (an image: one per frame; a volume: one) and notes on
     what was converted. One DataError naming the file for anything unreadable or unfit."""
-    d = decode(path, spec)
+    fmt = file_format(path)
+    d = decode(path, spec, fmt)
     notes: list[str] = []
     if spec.kind == "volume":
         pixels = d.pixels
@@ -333,7 +334,7 @@ def samples_of(path: Path, spec: InputSpec) -> tuple[list[np.ndarray], list[str]
             )
         vol = resample_volume(to_uint8(d, pixels, spec), tuple(spec.shape[1:]))
         return [vol[None]], notes
-    if file_format(path) == "nifti" and d.pixels.shape[0] > 1:
+    if fmt == "nifti" and d.pixels.shape[0] > 1:
         raise DataError(
             f"{path}: a volume of shape {d.pixels.shape[::-1]} (i, j, k); this model reads 2D "
             f"images (C, H, W) = {tuple(spec.shape)}"
