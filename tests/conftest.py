@@ -166,28 +166,39 @@ def mlflow_server(tmp_path):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    "mlflow server did not answer:\n" + (tmp_path / "server.log").read_text()
-                )
-            time.sleep(0.5)
+        wait_until_up(f"{url}/health", proc, 60, tmp_path / "server.log", "mlflow server")
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: uvicorn shuts down its worker
-        try:
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc, 3)
         log.close()
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, timeout: float, log: Path, what: str) -> float:
+    """Poll `url` until it answers 200 (seconds taken); fail with the server's log if the process
+    ends or `timeout` passes first."""
+    started = time.monotonic()
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return time.monotonic() - started
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() - started > timeout:
+            pytest.fail(f"{what} did not answer:\n" + log.read_text()[-3000:])
+        time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen, grace: float) -> None:
+    """Ctrl-C to the server's process group (uvicorn shuts down its workers), then kill."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 # -- your own files: images, DICOM and NIfTI written from arrays ---------------------------------
@@ -255,7 +266,6 @@ def serving(model_uri: str, tracking_uri: str, folder: Path) -> Iterator[tuple[s
     }
     log_path = folder / f"serve-{port}.log"
     with log_path.open("w") as log:
-        started = time.monotonic()
         proc = subprocess.Popen(
             [
                 str(bin_dir / "mlflow"),
@@ -280,29 +290,11 @@ def serving(model_uri: str, tracking_uri: str, folder: Path) -> Iterator[tuple[s
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.monotonic() - started > SERVER_START_S:
-                    pytest.fail(
-                        f"mlflow models serve -m {model_uri} did not answer:\n"
-                        + log_path.read_text()[-3000:]
-                    )
-                time.sleep(0.2)
-            yield url, time.monotonic() - started
+            what = f"mlflow models serve -m {model_uri}"
+            waited = wait_until_up(f"{url}/ping", proc, SERVER_START_S, log_path, what)
+            yield url, waited
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: uvicorn shuts down cleanly
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop(proc, 10)
 
 
 def invoke(url: str, x: np.ndarray) -> np.ndarray:
