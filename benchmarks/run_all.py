@@ -44,6 +44,7 @@ SETS = {
         ("bench_tracking", [], ["tracking"]),
         ("bench_dvc", [], ["dvc"]),
         ("bench_bootstrap", [], ["bootstrap"]),
+        ("bench_export", [], ["export_cpu"]),
         ("bench_files", [], ["files"]),
         ("bench_time_to_accuracy", [], ["time_to_accuracy_cpu"]),
     ],

@@ -102,12 +102,15 @@ def test_every_config_file_composes_and_validates(choice, tmp_path):
         assert node == value, (choice, key)
 
 
-@pytest.mark.parametrize("name", ["evaluate", "prepare"])
+@pytest.mark.parametrize("name", ["evaluate", "prepare", "export"])
 def test_other_primary_configs_compose(name, tmp_path):
-    overrides = ["ckpt_path=x.ckpt"] if name == "evaluate" else []
+    overrides = ["ckpt_path=x.ckpt"] if name in ("evaluate", "export") else []
     cfg = compose_config(tmp_path, overrides, config_name=name)
     assert cfg.task_name == name
-    if name == "evaluate":
+    if name == "export":
+        assert cfg.ckpt_path == "x.ckpt" and cfg.format == "onnx" and cfg.out is None
+        assert cfg.tolerance == 1e-5 and cfg.data.path is None
+    elif name == "evaluate":
         assert cfg.ckpt_path == "x.ckpt" and cfg.trainer.accelerator == "cpu"
         assert cfg.data.path is None  # null: the checkpoint's own data
     else:

@@ -22,6 +22,8 @@ COMMANDS = {
     "evaluate": "medpipe.evaluate: test a checkpoint",
     "prepare": "medpipe.prepare: turn a dataset into medpipe's processed format",
     "compare": "medpipe.compare: list the MLflow runs of an experiment",
+    "export": "medpipe.export: export a checkpoint written by medpipe.train to ONNX",
+    "predict": "medpipe.predict: apply a trained model to your own files",
 }
 
 

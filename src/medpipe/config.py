@@ -304,7 +304,7 @@ class ExportCfg(_Closed):
     format: str = "onnx"  # one of EXPORT_FORMATS (export_format_problems says why not another)
     out: str | None = None  # null: <output_dir>/model.onnx | model.pt2
     output_dir: str
-    tolerance: Annotated[float, Field(ge=0)] = 1e-5  # max abs difference to the eager model
+    tolerance: Annotated[float, Field(ge=0)] = 1e-5  # to the eager model (relative above 1)
     batch_size: PosInt = 256  # test samples per batch of the self-check
     data: ExplainDataCfg = ExplainDataCfg()
     paths: PathsCfg
