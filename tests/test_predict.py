@@ -326,9 +326,10 @@ def test_signal_records_in_every_format_give_the_same_value(ecg, tmp_path):
 
 @pytest.mark.slow
 @needs_shared_data
-def test_png_round_trip_through_the_registry_and_the_server(pneumonia):
-    """The same PNGs, predicted by the registered model (models:/NAME@champion) and sent to the
-    served model over HTTP, give the probabilities of the checkpoint's predict."""
+def test_png_round_trip_through_the_registry_the_server_and_onnx(pneumonia):
+    """The same PNGs, predicted by the registered model (models:/NAME@champion), sent to the
+    served model over HTTP and run through the ONNX export, give the probabilities of the
+    checkpoint's predict."""
     from medpipe.data.files import InputSpec, samples_of
 
     from conftest import invoke, serving
