@@ -214,10 +214,10 @@ def predict_files(
             part = out[i : i + k]
             i += k
             row.windows = k
-            if aggregate == "max":
-                row.output = part.max(0)
-            elif aggregate == "first":
+            if k == 1 or aggregate == "first":
                 row.output = part[0]
+            elif aggregate == "max":
+                row.output = part.max(0)
             else:
                 row.output = part.mean(0)
         pending.clear()
