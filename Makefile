@@ -5,7 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MLFLOW_DB := $(CURDIR)/logs/mlflow/mlflow.db
-HOST ?= 127.0.0.1
+# `=`, not `?=`: an exported HOST (zsh and some containers set it to the machine's name) must not
+# expose the UI; `make ui HOST=0.0.0.0` still does, knowingly (README: Hostile input).
+HOST = 127.0.0.1
 PORT ?= 5000
 ARGS ?=
 

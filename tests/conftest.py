@@ -140,37 +140,47 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_mlflow_server(root: Path, port: int, artifacts: str = "artifacts") -> subprocess.Popen:
+    """`mlflow server` on `port` with its sqlite store in `root` (restartable on the same port and
+    store), its log appended to root/server.log; returns once it answers /health."""
+    log = root / "server.log"
+    with log.open("a") as out:
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{root / 'server.db'}",
+                "--artifacts-destination",
+                str(root / artifacts),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its uvicorn workers end with it
+        )
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/health", proc, 120, log, "mlflow server")
+    except BaseException:
+        stop(proc, 3)
+        raise
+    return proc
+
+
 @pytest.fixture
 def mlflow_server(tmp_path):
     """`mlflow server` on a free loopback port with a sqlite store in tmp_path; yields its URL."""
     port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its uvicorn workers end with it
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc = start_mlflow_server(tmp_path, port)
     try:
-        wait_until_up(f"{url}/health", proc, 60, tmp_path / "server.log", "mlflow server")
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         stop(proc, 3)
-        log.close()
 
 
 def wait_until_up(url: str, proc: subprocess.Popen, timeout: float, log: Path, what: str) -> float:

@@ -86,6 +86,7 @@ def _check_training_view(page, exp_id: str) -> None:
         assert page.locator(f'a[href^="#/experiments/{exp_id}/{genai}"]').count() == 0, genai
 
 
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores
 def test_sweep_runs_and_their_val_f1_show_in_the_mlflow_ui(mlflow_server, tmp_path):
     from mlflow import MlflowClient
     from playwright.sync_api import sync_playwright

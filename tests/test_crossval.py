@@ -63,6 +63,7 @@ def test_cv_config_errors_are_one_line_each(tmp_path):
     assert not (tmp_path / "logs" / "mlflow").exists()  # nothing tracked for a bad config
 
 
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores
 def test_three_fold_cross_validation_end_to_end(tmp_path):
     out = run_cli(
         "train",

@@ -89,6 +89,7 @@ def test_training_prints_the_runs_address_in_the_ui(trained):
     assert expected in out.stdout.splitlines()
 
 
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores
 def test_sweep_children_log_their_dataset_inputs(tmp_path):
     out = run_cli(
         "train", "-m", "model=cnn,linear", *TINY, f"paths.root_dir={tmp_path}", "experiment_name=sw"

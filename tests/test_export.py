@@ -121,6 +121,7 @@ def test_onnx_export_is_checked_on_the_test_split_and_takes_any_batch_size(lesio
         assert np.abs(probs - eager(model, batch)).max() <= 1e-5
 
 
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores
 def test_torch_export_program_loads_and_takes_any_batch_size(lesions, tmp_path):
     root, ckpt = lesions
     out = export_cli(ckpt, root, "format=torch_export", f"output_dir={tmp_path}")

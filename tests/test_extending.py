@@ -15,12 +15,13 @@ from conftest import REPO, run_cli
 
 EXT = REPO / "tests" / "extending"
 SEARCH = f"hydra.searchpath=[file://{EXT / 'conf'}]"
+ALLOW = "allowed_targets=[my_nets,my_sources,my_tasks]"  # your modules (README: Hostile input)
 SMALL = ["trainer.max_epochs=2", "data.n_train=256", "data.n_val=64", "data.n_test=64"]
 ENV = {"PYTHONPATH": str(EXT)}
 
 
 def _train(tmp_path: Path, *args: str):
-    out = run_cli("train", SEARCH, f"paths.root_dir={tmp_path}", *SMALL, *args, env=ENV)
+    out = run_cli("train", SEARCH, ALLOW, f"paths.root_dir={tmp_path}", *SMALL, *args, env=ENV)
     assert out.returncode == 0, out.stderr[-3000:]
     run_dir = Path(re.search(r"^outputs: (.+)$", out.stdout, re.M).group(1))
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -61,20 +62,21 @@ def test_a_net_of_your_own_trains_from_its_yaml(tmp_path):
 
 
 def test_a_net_of_your_own_has_its_options_checked(tmp_path):
-    out = run_cli("train", SEARCH, f"paths.root_dir={tmp_path}", "model=tiny_cnn",
+    out = run_cli("train", SEARCH, ALLOW, f"paths.root_dir={tmp_path}", "model=tiny_cnn",
                   "model.net.widht=4", env=ENV)  # fmt: skip
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "medpipe: error: model.net.widht: unknown key (did you mean 'width'?); known: "
         "_target_, width, dropout"
     ]
-    out = run_cli("train", SEARCH, f"paths.root_dir={tmp_path}", "model=tiny_cnn",
+    out = run_cli("train", SEARCH, ALLOW, f"paths.root_dir={tmp_path}", "model=tiny_cnn",
                   "model.net.width=0", *SMALL, env=ENV)  # fmt: skip
     assert out.returncode == 2
     assert "medpipe: error: model.net.width: Input should be greater than 0 (got 0)" in out.stderr
     assert not (tmp_path / "logs" / "mlflow").exists()  # no MLflow run for a bad config
 
 
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores
 def test_a_source_of_your_own_becomes_processed_data(tmp_path):
     out, metrics, ckpt = _train(tmp_path, "data=rings")
     assert ckpt["medpipe"]["meta"]["classes"] == ["disc", "ring"]
@@ -83,6 +85,7 @@ def test_a_source_of_your_own_becomes_processed_data(tmp_path):
     assert metrics["test/auroc"] > 0.8  # a ring is easy to tell from a disc
 
 
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores
 def test_a_task_kind_of_your_own_is_chosen_by_name_and_tagged(tmp_path):
     _, metrics, ckpt = _train(tmp_path, "task_kind=my_tasks.FOCAL", "+model.focal_gamma=1.5")
     assert ckpt["medpipe"]["config"]["model"]["focal_gamma"] == 1.5

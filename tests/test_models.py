@@ -103,7 +103,9 @@ def _fdr(make_cfg, *overrides, synthetic=True):
     return train(cfg)
 
 
-@pytest.mark.parametrize("model", ["cnn", "resnet18", "linear"])
+@pytest.mark.parametrize(
+    "model", ["cnn", pytest.param("resnet18", marks=pytest.mark.slow), "linear"]
+)
 def test_fast_dev_run_for_each_model(make_cfg, model, tmp_path):
     _fdr(make_cfg, f"model={model}")
     assert (tmp_path / "out" / "metrics.json").exists()

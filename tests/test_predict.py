@@ -268,6 +268,7 @@ def ecg(tmp_path_factory):
     return root, find_checkpoint(root / "run")
 
 
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores
 def test_signal_records_in_every_format_give_the_same_value(ecg, tmp_path):
     """A 20-s record at 100 Hz, where the model learnt 5-s windows: 4 windows, their mean; the same
     record as .npy, a .csv row and a WFDB record; at 200 Hz it is resampled first."""

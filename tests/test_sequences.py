@@ -71,6 +71,7 @@ def test_padded_and_unpadded_record_get_the_same_prediction_from_a_task(tmp_path
         assert torch.allclose(a, b, atol=1e-5) and torch.allclose(a, c, atol=1e-5), model
 
 
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores
 def test_regression_trains_tracks_and_exports(tmp_path):
     out = run_cli(
         "train",

@@ -31,6 +31,7 @@ from medpipe.data.processed import SPLITS, DatasetMeta, read_meta
 from medpipe.data.transforms import build_transforms
 from medpipe.errors import ConfigError
 from medpipe.models.nets.registry import net_class
+from medpipe.resuming import last_checkpoint_callback
 from medpipe.tasks.base import MedTask
 from medpipe.tasks.kinds import TaskKind
 
@@ -141,4 +142,6 @@ def build_callbacks(
     ]
     progress, bar = progress_callbacks((c.get("callbacks") or {}).get("progress_bar", "auto"))
     history = HistoryWriter(out_dir)
-    return [CtrlC(), *callbacks, *progress, history], bar, history
+    # last.ckpt every epoch, whatever the monitored checkpoint does (medpipe.resuming)
+    last = last_checkpoint_callback(Path(out_dir))
+    return [CtrlC(), *callbacks, *progress, history, last], bar, history

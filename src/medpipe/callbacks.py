@@ -119,6 +119,23 @@ class HistoryWriter(Callback):
     def __init__(self, out_dir: str | Path):
         self.path = Path(out_dir) / "history.csv"
         self.rows: list[dict[str, float]] = []
+        self.restored: list[dict[str, float]] = []  # the rows a resumed run's checkpoint held
+
+    # A checkpoint carries the rows so far: a resumed fit keeps them, and drops any row written
+    # after that checkpoint (the epoch it repeats). Testing a checkpoint restores nothing here.
+    def state_dict(self) -> dict:
+        return {"rows": [dict(r) for r in self.rows]}
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        from lightning.pytorch.trainer.states import TrainerFn
+
+        state = (checkpoint.get("callbacks") or {}).get(self.state_key)
+        if trainer.state.fn != TrainerFn.FITTING or not isinstance(state, dict):
+            return
+        self.rows = [dict(r) for r in state.get("rows", [])]
+        self.restored = [dict(r) for r in self.rows]
+        if rank_zero_only.rank == 0 and self.rows:
+            self._write()
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer, pl_module):
@@ -128,6 +145,9 @@ class HistoryWriter(Callback):
         if trainer.optimizers:
             row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
         self.rows.append(row)
+        self._write()
+
+    def _write(self) -> None:
         columns = list(dict.fromkeys(k for r in self.rows for k in r))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".csv.tmp")

@@ -15,6 +15,7 @@ from medpipe.config import pydantic_problems
 from medpipe.data.processed import DatasetMeta
 from medpipe.errors import ConfigError
 from medpipe.registry import did_you_mean, locate
+from medpipe.targets import RefusedTarget, ensure_allowed
 from medpipe.tasks.kinds import TASK_KINDS, TaskKind, choose_kind
 
 MODEL_KEYS = ("name", "accepts", "net")  # the rest of `model` is the task kind's options
@@ -92,6 +93,8 @@ def signature_problems(key: str, target: Any, given: dict[str, Any]) -> list[str
     try:
         cls = locate(target)
         params = inspect.signature(cls).parameters
+    except RefusedTarget as err:
+        return [f"{key}._target_: {err}"]
     except (ImportError, AttributeError, TypeError, ValueError) as err:
         return [f"{key}._target_: cannot use '{target}' ({type(err).__name__}: {err})"]
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
@@ -110,6 +113,18 @@ def signature_problems(key: str, target: Any, given: dict[str, Any]) -> list[str
                 f"{did_you_mean(name, known)}"
             )
     return problems
+
+
+def base_problems(key: str, target: Any, base: type) -> list[str]:
+    """`key._target_` must name a subclass of `base` (the allow-list of packages has run already;
+    this keeps e.g. a function of an allowed package out of the optimizer's place)."""
+    try:
+        cls = locate(target)
+    except (ImportError, AttributeError):
+        return []  # signature_problems says why
+    if isinstance(cls, type) and issubclass(cls, base):
+        return []
+    return [f"{key}._target_: '{target}' is not a {base.__module__}.{base.__qualname__} (subclass)"]
 
 
 def resolve_monitor(c: dict[str, Any], kind: TaskKind) -> list[str]:
@@ -149,6 +164,7 @@ def resolve_monitor(c: dict[str, Any], kind: TaskKind) -> list[str]:
 
 def check_run(c: dict[str, Any], meta: DatasetMeta) -> tuple[dict[str, Any], TaskKind]:
     """(the config with monitor settings filled in, the task kind); ConfigError on problems."""
+    ensure_allowed(c)  # before any `_target_` is located (a config that skipped validation too)
     kind, problem = choose_kind(c.get("task_kind", "auto"), meta.task)
     if kind is None:
         raise ConfigError(problem or "task_kind: none fits")
@@ -164,12 +180,18 @@ def check_run(c: dict[str, Any], meta: DatasetMeta) -> tuple[dict[str, Any], Tas
     run_problems = getattr(kind.module, "run_problems", None)
     if run_problems is not None:  # what the kind cannot do with the rest of the config
         problems += run_problems(c)
+    import lightning.pytorch as L
+    import torch
+
+    bases = {"optimizer": torch.optim.Optimizer, "trainer": L.Trainer}
     for section in ("optimizer", "trainer"):
         sec = c.get(section) or {}
-        problems += signature_problems(section, sec.get("_target_"), sec)
+        found = signature_problems(section, sec.get("_target_"), sec)
+        problems += found or base_problems(section, sec.get("_target_"), bases[section])
     for name, cb in (c.get("callbacks") or {}).items():
         if isinstance(cb, dict) and "_target_" in cb:
-            problems += signature_problems(f"callbacks.{name}", cb["_target_"], cb)
+            found = signature_problems(f"callbacks.{name}", cb["_target_"], cb)
+            problems += found or base_problems(f"callbacks.{name}", cb["_target_"], L.Callback)
     if problems:
         raise ConfigError(problems)
     return c, kind

@@ -20,6 +20,7 @@ from medpipe.data.augment_ops import LIBRARY_KINDS, ON_DEVICE, device_misfit, on
 from medpipe.data.sources.base import DATA_KINDS, DataOptions, source_class
 from medpipe.errors import ConfigError
 from medpipe.registry import did_you_mean
+from medpipe.targets import extension_problems, set_allowed, target_problems
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -179,6 +180,10 @@ class EvaluationCfg(_Closed):
     explain: ExplainCfg = ExplainCfg()
 
 
+class SweepCfg(_Closed):
+    resume: str | None = None  # a sweep parent's run id (tracking/sweep.py)
+
+
 class TrainCfg(_Closed):
     """The top level of conf/train.yaml (the groups are checked one by one below)."""
 
@@ -209,6 +214,9 @@ class TrainCfg(_Closed):
     trainer: dict[str, Any]
     logger: dict[str, Any] = {}
     callbacks: dict[str, Any] = {}
+    allowed_targets: list[str] = []  # your module prefixes a `_target_` may name (targets.py)
+    resume: str | None = None  # a run id, an output folder or `last` (medpipe.resuming)
+    sweep: SweepCfg = SweepCfg()  # -m sweep.resume=<parent run id>: only unfinished jobs
     hydra: Any = None  # Hydra's own settings, when composed with return_hydra_config
 
     @field_validator("threshold", mode="before")
@@ -248,6 +256,7 @@ class EvaluateCfg(_Closed):
     data: EvaluateDataCfg = EvaluateDataCfg()
     trainer: EvaluateTrainerCfg = EvaluateTrainerCfg()
     paths: PathsCfg
+    allowed_targets: list[str] = []  # your module prefixes a `_target_` may name (targets.py)
     hydra: Any = None
 
 
@@ -275,6 +284,7 @@ class ExplainCommandCfg(_Closed):
     device: str = "cpu"
     data: ExplainDataCfg = ExplainDataCfg()
     paths: PathsCfg
+    allowed_targets: list[str] = []  # your module prefixes a `_target_` may name (targets.py)
     hydra: Any = None
 
 
@@ -308,6 +318,7 @@ class ExportCfg(_Closed):
     batch_size: PosInt = 256  # test samples per batch of the self-check
     data: ExplainDataCfg = ExplainDataCfg()
     paths: PathsCfg
+    allowed_targets: list[str] = []  # your module prefixes a `_target_` may name (targets.py)
     hydra: Any = None
 
 
@@ -317,6 +328,7 @@ class PrepareCfg(_Closed):
     force: bool = False
     data: dict[str, Any]
     paths: PathsCfg
+    allowed_targets: list[str] = []  # your module prefixes a `_target_` may name (targets.py)
     hydra: Any = None
 
 
@@ -334,6 +346,7 @@ class PredictCfg(_Closed):
     aggregate: Literal["mean", "max", "first"] = "mean"
     fs: Annotated[float, Field(gt=0)] | None = None
     paths: PathsCfg
+    allowed_targets: list[str] = []  # your module prefixes a `_target_` may name (targets.py)
     hydra: Any = None
 
 
@@ -595,6 +608,13 @@ def resolve(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
 def validate(cfg: DictConfig | dict[str, Any], config_name: str = "train") -> dict[str, Any]:
     """The resolved config; raise ConfigError listing every problem (nothing heavy imported)."""
     c = resolve(cfg)
+    # First, before any check that imports a module a config names: the allow-list of import paths
+    # (medpipe.targets); a refused `_target_` is never imported, located or instantiated.
+    extra = c.get("allowed_targets")
+    refused = extension_problems(extra)
+    set_allowed([] if refused else extra)
+    if config_name in ("train", "prepare"):
+        refused += target_problems(c if config_name == "train" else {"data": _section(c, "data")})
     if config_name == "train":
         problems = _validate_train(c) + _multirun_problems(c)
     elif config_name == "evaluate":
@@ -634,6 +654,10 @@ def validate(cfg: DictConfig | dict[str, Any], config_name: str = "train") -> di
         problems = pydantic_problems("", CompareCfg, c)
     else:
         raise ValueError(f"no checks for config '{config_name}'")
+    said = {line.split(":", 1)[0] for line in refused}  # a refused key: that one line only
+    problems = list(
+        dict.fromkeys(refused + [p for p in problems if p.split(":", 1)[0] not in said])
+    )
     if problems:
         raise ConfigError(problems)
     return c

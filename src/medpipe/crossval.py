@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from medpipe.building import choose_data_loader
 from medpipe.data.folds import all_folds
 from medpipe.data.processed import read_meta
 from medpipe.outputs import CI_SUFFIXES, print_metrics, write_json
+from medpipe.resuming import LAST, OUTPUT_DIR_TAG, Resume, reattach
 from medpipe.tasks.kinds import TaskKind
 from medpipe.training import create_run, train_once
 
@@ -52,7 +54,9 @@ def fold_config(c: dict[str, Any], fold: int) -> dict[str, Any]:
     return fold_c
 
 
-def cross_validate(c: dict[str, Any], kind: TaskKind, folder: Path) -> float:
+def cross_validate(
+    c: dict[str, Any], kind: TaskKind, folder: Path, resume: Resume | None = None
+) -> float:
     cv = c["cv"]
     k = int(cv["folds"])
     meta = read_meta(folder)
@@ -60,6 +64,7 @@ def cross_validate(c: dict[str, Any], kind: TaskKind, folder: Path) -> float:
     choose_data_loader(c, folder, cv=True)  # the pool must fit in host RAM: fail before any run
     out_dir = Path(c["paths"]["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(c, sort_keys=False))  # for resume=
     folds_file = out_dir / "folds.json"
     write_json(folds_file, [{s: f[s].tolist() for s in f} for f in folds])
 
@@ -67,21 +72,43 @@ def cross_validate(c: dict[str, Any], kind: TaskKind, folder: Path) -> float:
     if "mlflow" in (c.get("logger") or {}):
         from medpipe.tracking.mlflow_run import pooled_input
 
-        pooled = [pooled_input(meta, folder, c["data"].get("path"))]  # what the folds split
-        cv_tags = {"medpipe.cv": "true", "cv.folds": str(k)}
-        parent = create_run(c, meta, kind, cv_tags, "-cv", pooled)
+        if resume is not None and resume.run_id:
+            parent = reattach(resume, bool((c["logger"]["mlflow"] or {}).get("synchronous")))
+        else:
+            pooled = [pooled_input(meta, folder, c["data"].get("path"))]  # what the folds split
+            cv_tags = {
+                "medpipe.cv": "true",
+                "cv.folds": str(k),
+                OUTPUT_DIR_TAG: str(out_dir.resolve()),
+            }
+            parent = create_run(c, meta, kind, cv_tags, "-cv", pooled)
+        write_json(out_dir / "run.json", {"run_id": parent.run_id, "tracking_uri": parent.uri})
     rows: list[dict[str, float]] = []
     bests: list[float] = []
     with parent.guard() if parent else contextlib.nullcontext():
         for i, fold in enumerate(folds):
+            fold_c = fold_config(c, i)
+            fold_resume = None
+            if resume is not None:  # finished folds are kept, the one it died in continues
+                done, fold_resume = fold_state(Path(fold_c["paths"]["output_dir"]))
+                if done is not None:
+                    print(f"cross-validation fold {i + 1}/{k}: finished before, kept")
+                    best = float(done.get(c["monitor"], math.nan))
+                    bests.append(best)
+                    done.pop("best_epoch", None)
+                    rows.append({"fold": i, f"best/{c['monitor']}": best, **done})
+                    continue
             print(
                 f"cross-validation fold {i + 1}/{k}: train {len(fold['train'])}, "
                 f"val {len(fold['val'])}, test {len(fold['test'])}"
+                + (" (resumed)" if fold_resume is not None else "")
             )
             tags = {"cv.fold": str(i), "cv.folds": str(k)}
             if parent is not None:
                 tags["mlflow.parentRunId"] = parent.run_id
-            best, metrics = train_once(fold_config(c, i), kind, folder, fold, tags, f"-fold{i}")
+            best, metrics = train_once(
+                fold_c, kind, folder, fold, tags, f"-fold{i}", resume=fold_resume
+            )
             bests.append(best)
             metrics.pop("best_epoch", None)
             rows.append({"fold": i, f"best/{c['monitor']}": best, **metrics})
@@ -100,6 +127,31 @@ def cross_validate(c: dict[str, Any], kind: TaskKind, folder: Path) -> float:
     print(f"outputs: {out_dir}")
     finite = [b for b in bests if math.isfinite(b)]
     return float(np.mean(finite)) if finite else math.nan
+
+
+def fold_state(fold_dir: Path) -> tuple[dict[str, float] | None, Resume | None]:
+    """For a resumed cross-validation, one fold's folder: (its metrics.json, None) when the fold
+    finished (its run FINISHED, or untracked with its metrics written); (None, how to resume it)
+    when it has a last checkpoint; (None, None) when it never started."""
+    import json
+
+    info = fold_dir / "run.json"
+    run_id = uri = None
+    if info.is_file():
+        saved = json.loads(info.read_text())
+        run_id, uri = saved.get("run_id"), saved.get("tracking_uri")
+    metrics = fold_dir / "metrics.json"
+    if metrics.is_file():
+        finished = run_id is None
+        if run_id and uri:
+            from mlflow import MlflowClient
+
+            finished = MlflowClient(uri).get_run(run_id).info.status == "FINISHED"
+        if finished:
+            return json.loads(metrics.read_text()), None
+    if (fold_dir / LAST).is_file():
+        return None, Resume(fold_dir, run_id, uri)
+    return None, None
 
 
 def summarise(rows: list[dict[str, float]], level: float = 0.95) -> dict[str, float]:

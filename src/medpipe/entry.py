@@ -163,6 +163,8 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[dict], Any]], Callable[
                 return app(task)()
             except (ConfigCompositionException, OmegaConfBaseException) as err:
                 report_and_exit(ConfigError(composition_problem(err, folder, config_name)))
+            except MedpipeError as err:  # e.g. a sweep callback's: an MLflow server away
+                report_and_exit(err)
             except HydraException as err:  # e.g. a sweeper or launcher that cannot be set up
                 cause = err
                 while cause.__cause__ is not None:

@@ -23,3 +23,7 @@ class ConfigError(MedpipeError):
 
 class DataError(MedpipeError):
     """A data file is missing, corrupt or inconsistent."""
+
+
+class TrackingError(MedpipeError):
+    """The MLflow tracking store or server cannot be used (unreachable, unopenable)."""

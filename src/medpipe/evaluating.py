@@ -11,7 +11,10 @@ import lightning.pytorch as L
 import torch
 
 from medpipe.building import build_datamodule, build_task
-from medpipe.checkpoints import load_checkpoint  # noqa: F401  (medpipe.evaluating.load_checkpoint)
+from medpipe.checkpoints import (  # noqa: F401  (medpipe.evaluating.load_checkpoint)
+    load_checkpoint,
+    read_weights_only,
+)
 from medpipe.data.folds import all_folds
 from medpipe.data.prepare import prepare_dataset, runs_tracking_uri
 from medpipe.data.processed import DatasetMeta
@@ -29,7 +32,9 @@ def collect_outputs(
     try:
         for split in splits:
             task.eval_split = dm.test_split = split
-            results = trainer.test(task, datamodule=dm, ckpt_path=ckpt_path, verbose=False)
+            results = trainer.test(  # weights-only, as every checkpoint read (checkpoints.py)
+                task, datamodule=dm, ckpt_path=ckpt_path, verbose=False, weights_only=True
+            )
             if split == "test":
                 logged = floats(results[0]) if results else {}
     finally:
@@ -41,7 +46,7 @@ def store_operating_point(path: str | Path, task) -> None:
     """Write the task's operating point (threshold and temperature buffers, and the rule) into
     the checkpoint at `path`, atomically: it was saved during training, before they were chosen."""
     path = Path(path)
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = read_weights_only(path)
     state = ckpt["state_dict"]
     for name, value in task.named_buffers():
         if name in state and not name.startswith("net."):

@@ -19,6 +19,7 @@ from medpipe.crossval import cross_validate
 from medpipe.data.prepare import prepare_from_config
 from medpipe.data.processed import read_meta
 from medpipe.evaluating import evaluate, load_checkpoint
+from medpipe.resuming import Resume
 from medpipe.tasks.kinds import TaskKind
 from medpipe.training import train_once
 
@@ -33,13 +34,17 @@ __all__ = [
 
 
 def train(
-    cfg: DictConfig | dict[str, Any], folder: Path | None = None, kind: TaskKind | None = None
+    cfg: DictConfig | dict[str, Any],
+    folder: Path | None = None,
+    kind: TaskKind | None = None,
+    resume: Resume | None = None,
 ) -> float:
     """Fit, test the best checkpoint, write outputs and track the run. Returns the best monitor
     value (for sweepers); with cv.folds >= 2, every fold in turn, and the mean over folds.
 
     `medpipe.train` passes the resolved, checked config with its prepared `folder` and `kind`;
-    from Python a composed DictConfig is enough (validated, prepared and checked here)."""
+    from Python a composed DictConfig is enough (validated, prepared and checked here).
+    `resume`: continue that run (medpipe.resuming.resume_config made `cfg` from its folder)."""
     if kind is None or folder is None or isinstance(cfg, DictConfig):
         c = validate(cfg)
         folder = folder or prepare_from_config(c)
@@ -47,5 +52,5 @@ def train(
     else:
         c = cfg
     if int((c.get("cv") or {}).get("folds") or 0) >= 2:
-        return cross_validate(c, kind, folder)
-    return train_once(c, kind, folder)[0]
+        return cross_validate(c, kind, folder, resume)
+    return train_once(c, kind, folder, resume=resume)[0]

@@ -105,7 +105,10 @@ def from_checkpoint(path: str) -> Predictor:
 def from_mlflow(uri: str, tracking_uri: str | None) -> Predictor:
     import mlflow
 
+    from medpipe.tracking.store import open_client
+
     if tracking_uri:
+        open_client(tracking_uri)  # a server that answers; runs of dead processes marked KILLED
         mlflow.set_tracking_uri(tracking_uri)
     try:
         info = mlflow.models.get_model_info(uri)

@@ -26,19 +26,12 @@ def import_submodules(package: str) -> None:
 
 
 def locate(target: str) -> Any:
-    """The object at import path `target` (module.attr[.attr...]); ImportError/AttributeError."""
-    parts = target.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        try:
-            obj: Any = importlib.import_module(".".join(parts[:i]))
-        except ModuleNotFoundError as err:
-            if err.name and ".".join(parts[:i]).startswith(err.name):
-                continue
-            raise
-        for attr in parts[i:]:
-            obj = getattr(obj, attr)
-        return obj
-    raise ImportError(f"no module in '{target}'")
+    """The object at import path `target` (module.attr[.attr...]); ImportError/AttributeError.
+    A path outside the allow-list raises RefusedTarget, an ImportError, before anything is
+    imported, or when it leads out of the list (medpipe.targets.resolve)."""
+    from medpipe.targets import resolve
+
+    return resolve(target)
 
 
 class Registry(Generic[T]):

@@ -33,6 +33,14 @@ from medpipe.outputs import (
     write_json,
 )
 from medpipe.paths import project_root
+from medpipe.resuming import (
+    OUTPUT_DIR_TAG,
+    Resume,
+    check_writable,
+    checkpoint_io,
+    fill_gaps,
+    reattach,
+)
 from medpipe.tasks.kinds import TaskKind
 from medpipe.tracking.provenance import git_info, hydra_overrides
 from medpipe.tracking.store import MAIN_METRICS_TAG, PARENT_ENV, WARNINGS_TAG
@@ -138,12 +146,16 @@ def train_once(
     folds: dict[str, np.ndarray] | None = None,
     extra_tags: dict[str, str] | None = None,
     run_suffix: str = "",
+    resume: Resume | None = None,
 ) -> tuple[float, dict[str, float]]:
     """One training of the resolved, checked config `c`: (best monitor value, its metrics.json:
     test metrics and the validation metrics of the best epoch). `folds` and `extra_tags` make it
-    one fold of a cross-validation (its rows of the pooled data; its parent run and fold)."""
+    one fold of a cross-validation (its rows of the pooled data; its parent run and fold).
+    `resume`: continue from its last checkpoint into its MLflow run (medpipe.resuming)."""
     out_dir = Path(c["paths"]["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
+    if rank_zero_only.rank == 0:
+        check_writable(out_dir)
     L.seed_everything(int(c["seed"]), workers=True, verbose=False)
     dm = build_datamodule(c, int(c["seed"]), folder, folds)
     meta = dm.meta
@@ -158,10 +170,21 @@ def train_once(
     if "mlflow" in (c.get("logger") or {}) and not fast and rank_zero_only.rank == 0:
         from medpipe.tracking.mlflow_run import split_inputs
 
-        inputs = split_inputs(meta, dm.folder, folds, c["data"].get("path"))
-        tags = {**(extra_tags or {}), "data.loader": dm.loader}  # what data.loader=auto chose
-        run = create_run(c, meta, kind, tags, run_suffix, inputs)
+        if resume is not None and resume.run_id:
+            run = reattach(resume, bool((c["logger"]["mlflow"] or {}).get("synchronous", False)))
+        else:
+            inputs = split_inputs(meta, dm.folder, folds, c["data"].get("path"))
+            tags = {
+                **(extra_tags or {}),
+                "data.loader": dm.loader,  # what data.loader=auto chose
+                OUTPUT_DIR_TAG: str(out_dir.resolve()),  # where resume= finds last.ckpt
+            }
+            run = create_run(c, meta, kind, tags, run_suffix, inputs)
         loggers.append(run.logger)
+        write_json(
+            out_dir / "run.json",
+            {"run_id": run.run_id, "tracking_uri": run.uri, "experiment_id": run.experiment_id},
+        )
     if "csv" in (c.get("logger") or {}):
         from lightning.pytorch.loggers import CSVLogger
 
@@ -169,9 +192,16 @@ def train_once(
 
     with run.guard() if run else contextlib.nullcontext():
         trainer: L.Trainer = instantiate(
-            c["trainer"], callbacks=callbacks, logger=loggers or False, enable_progress_bar=bar
+            c["trainer"],
+            callbacks=callbacks,
+            logger=loggers or False,
+            enable_progress_bar=bar,
+            plugins=[checkpoint_io()],  # every checkpoint written atomically
         )
-        trainer.fit(task, datamodule=dm)
+        ckpt_path = str(resume.ckpt) if resume is not None and resume.ckpt.is_file() else None
+        trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+        if run is not None and resume is not None and hasattr(run.logger, "skip"):
+            fill_gaps(run, history.restored)  # epochs whose metrics the crash kept from MLflow
         ckpt = trainer.checkpoint_callback
         best_path = ckpt.best_model_path if ckpt is not None and not fast else ""
         monitor = c["monitor"]

@@ -18,6 +18,7 @@ import torch
 
 from medpipe.data.augment_ops import LIBRARY_KINDS, op_library
 from medpipe.errors import ConfigError
+from medpipe.targets import ensure_allowed
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations contacts PyPI otherwise
 
@@ -91,6 +92,7 @@ def instantiate_albumentations(ops: Sequence[dict[str, Any]]) -> list:
     transforms = []
     for i, op in enumerate(ops):
         where = f"augmentation.train[{i}] ({op.get('_target_')})"
+        ensure_allowed(op, f"augmentation.train[{i}]")  # nothing outside the allow-list is built
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -236,6 +238,7 @@ def build_monai(
         where = f"augmentation.train[{i}] ({op.get('_target_')})"
         op = dict(op)
         p = op.pop("p", None)
+        ensure_allowed(op, f"augmentation.train[{i}]")  # nothing outside the allow-list is built
         try:
             t = instantiate(op, _convert_="all")
         except Exception as err:  # noqa: BLE001 - any failure here is a config problem

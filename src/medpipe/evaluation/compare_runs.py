@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from medpipe.errors import ConfigError
+from medpipe.tracking.liveness import killed_note, status_text
 from medpipe.tracking.store import MAIN_METRICS_TAG
 
 AUTO = "auto"  # sort: the runs' monitor; order: the runs' monitor_mode
@@ -97,7 +98,7 @@ class Comparison:
                 "rank": rank,
                 "run": run.info.run_name,
                 "run_id": run.info.run_id[:8] if short_ids else run.info.run_id,
-                "status": run.info.status,
+                "status": status_text(run),  # KILLED (resumable): its last checkpoint is kept
             }
             for p in self.params:
                 row[p] = run.data.params.get(p)
@@ -110,7 +111,12 @@ class Comparison:
         return out
 
     def notes(self) -> list[str]:
-        """What the val/ columns hold, for the table and markdown (csv: the columns say it)."""
+        """What the val/ columns hold, for the table and markdown (csv: the columns say it), and
+        why each KILLED run was stopped, with the command that resumes it."""
+        killed = [n for n in map(killed_note, self.runs) if n]
+        return self._column_notes() + killed
+
+    def _column_notes(self) -> list[str]:
         if not self.val_columns:
             return []
         if self.cv:
@@ -144,7 +150,7 @@ class Comparison:
 
 # -- selecting -------------------------------------------------------------------------------------
 def _client(uri: str):
-    from mlflow import MlflowClient
+    from medpipe.tracking.store import open_client
 
     # An unreachable server should fail in seconds, not after MLflow's default minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -156,7 +162,7 @@ def _client(uri: str):
                 f"tracking: no MLflow store at {db}; train first (python -m medpipe.train) or set "
                 "MLFLOW_TRACKING_URI to the server or store that holds the runs"
             )
-    return MlflowClient(uri)
+    return open_client(uri)  # a server that answers; runs of dead processes marked KILLED
 
 
 def _all_runs(client, experiment_id: str) -> list[Any]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medpipe.registry import Registry, locate
+from medpipe.targets import RefusedTarget
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ def choose_kind(requested: str, data_task: str) -> tuple[TaskKind | None, str | 
     if kind is None and "." in str(requested):  # a kind in your own module: my_tasks.FOCAL
         try:
             kind = locate(str(requested))
+        except RefusedTarget as err:
+            return None, f"task_kind: {err}"
         except (ImportError, AttributeError) as err:
             return None, f"task_kind: cannot import '{requested}' ({type(err).__name__}: {err})"
         if not isinstance(kind, TaskKind) or TASK_KINDS.get(kind.name) is not kind:

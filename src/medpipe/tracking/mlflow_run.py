@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from lightning.pytorch.loggers import MLFlowLogger
 
-from medpipe.tracking import store
+from medpipe.tracking import liveness, store
 from medpipe.tracking.store import MAX_PARAM_LEN, default_artifact_location, flatten, tracking_uri
 
 if TYPE_CHECKING:
@@ -182,6 +182,9 @@ class MlflowRun:
 
     def __init__(self, logger: EpochStepMLFlowLogger):
         self.logger = logger
+        # This process owns the run: host, pid and a heartbeat (tracking/liveness.py), so that a
+        # run its dead process leaves RUNNING is marked KILLED later; end() stops the heartbeat.
+        liveness.start(self.client, self.run_id)
 
     @classmethod
     def create(
@@ -197,6 +200,7 @@ class MlflowRun:
     ) -> MlflowRun:
         """The run, with its params and dataset inputs; its experiment marked as model training
         for the UI. If logging those fails, the run is ended FAILED (KILLED on Ctrl-C)."""
+        store.open_client(uri)  # server answers; a new sqlite store created under a file lock
         logger = EpochStepMLFlowLogger(
             experiment_name=experiment_name,
             run_name=run_name,
@@ -206,11 +210,32 @@ class MlflowRun:
             synchronous=synchronous,
         )
         run = cls(logger)
+        run.output_dir = flatten(params).get(liveness.OUTPUT_DIR_PARAM)
         store.CURRENT["run_id"] = run.run_id
         with run.guard(finish=False):
             store.mark_training_experiment(run.client, run.experiment_id)
             run.log_params(params)
             run.log_datasets(datasets)
+        return run
+
+    @classmethod
+    def resume(
+        cls,
+        uri: str,
+        run_id: str,
+        synchronous: bool,
+        logger_cls: type[EpochStepMLFlowLogger] | None = None,
+    ) -> MlflowRun:
+        """The existing run `run_id` re-attached (`medpipe.train resume=...`, medpipe.resuming):
+        RUNNING again, owned by this process; nothing re-logged (params are immutable).
+        `logger_cls`: an EpochStepMLFlowLogger subclass (the resumed one skips logged steps)."""
+        store.open_client(uri)
+        logger = (logger_cls or EpochStepMLFlowLogger)(
+            tracking_uri=uri, run_id=run_id, synchronous=synchronous
+        )
+        run = cls(logger)
+        store.CURRENT["run_id"] = run.run_id
+        run.client.update_run(run.run_id, status="RUNNING")
         return run
 
     @property
@@ -253,7 +278,52 @@ class MlflowRun:
                     raise
                 time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
 
+    # -- a tracking server that goes away mid-run -------------------------------------------------
+    # MLflow retries every request to a server (MLFLOW_HTTP_REQUEST_MAX_RETRIES, default 7 with
+    # backoff 2: about 4 minutes), so a server restarted within that time loses nothing: the
+    # epoch metrics wait in MLflow's asynchronous queue. If the server stays away longer, the run
+    # goes on locally (checkpoints, metrics.json, history.csv, report in its output folder): later
+    # MLflow writes are skipped, and end() says where the results are and what the store holds.
+    offline: str | None = None  # why the server is taken to be away, once a write failed on it
+    output_dir: str | None = None  # set by create: where the complete results are kept
+    _retries_before: str | None = None
+
+    @contextlib.contextmanager
+    def _tolerant(self) -> Iterator[None]:
+        """Run a write to MLflow; if the server is unreachable, switch the run to offline."""
+        try:
+            yield
+        except Exception as err:
+            if not store.is_server(self.uri) or not store.unreachable_error(err):
+                raise
+            self._go_offline(err)
+
+    def _go_offline(self, err: BaseException) -> None:
+        import os
+        import sys
+
+        if self.offline:
+            return
+        self.offline = store.first_line(err)
+        # Later requests (queued metrics, the heartbeat, the end) fail at once instead of each
+        # waiting out the retries; end() restores the setting (a joblib worker runs more jobs).
+        self._retries_before = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        self.logger.log_metrics = lambda *args, **kwargs: None  # the epochs: history.csv has them
+        where = f" in {self.output_dir}" if self.output_dir else " in the output folder"
+        print(
+            f"medpipe: warning: MLflow tracking server {self.uri} went away during run "
+            f"{self.run_id} ({self.offline}); training goes on and writes its results{where}",
+            file=sys.stderr,
+        )
+
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        if self.offline:
+            return
+        with self._tolerant():
+            self._log_metrics(metrics, step)
+
+    def _log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
@@ -269,14 +339,26 @@ class MlflowRun:
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        if self.offline:
+            return
+        with self._tolerant():
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, v)
+        if self.offline:
+            return
+        with self._tolerant():
+            for k, v in tags.items():
+                self.client.set_tag(self.run_id, k, v)
 
     def log_model(self, model, input_example, pip_requirements: list[str], **options: Any) -> None:
         """`options`: further arguments of mlflow.pytorch.log_model (signature, metadata, ...)."""
+        if self.offline:
+            return
+        with self._tolerant():
+            self._log_model(model, input_example, pip_requirements, **options)
+
+    def _log_model(self, model, input_example, pip_requirements: list[str], **options: Any) -> None:
         import mlflow
 
         mlflow.set_tracking_uri(self.logger._tracking_uri)
@@ -290,7 +372,53 @@ class MlflowRun:
             )
 
     def end(self, status: str) -> None:
-        store.end_run(self.client, self.run_id, status)
+        if self.offline:
+            self._end_offline(status)
+            return
+        try:
+            store.end_run(self.client, self.run_id, status)
+        except Exception as err:
+            if not store.is_server(self.uri) or not store.unreachable_error(err):
+                raise
+            self._go_offline(err)
+            self._end_offline(status)
+
+    def _end_offline(self, status: str) -> None:
+        """The server went away during the run: close the run FAILED if it is back (with a tag
+        saying what is missing), else leave it to the next medpipe command on the store, which
+        marks it KILLED (its process is gone by then); either way, say where the results are."""
+        import os
+        import sys
+
+        liveness.stop(self.run_id)
+        where = self.output_dir or "the run's output folder"
+        note = (
+            f"the MLflow server went away during the run ({self.offline}); what was logged after "
+            f"that is missing here. The training ended {status}; its complete results are in "
+            f"{where} (metrics.json, history.csv, checkpoints/)"
+        )
+        closed = False
+        with contextlib.suppress(Exception):
+            store.check_reachable(self.uri)
+            self.client.set_tag(self.run_id, "error", note[:5000])
+            self.client.set_terminated(self.run_id, "FAILED")
+            closed = True
+        if self._retries_before is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = self._retries_before
+        state = (
+            "marked FAILED there, with this note in its tag `error`"
+            if closed
+            else "left RUNNING there until the next medpipe command on that store (train, compare, "
+            "predict) marks it KILLED"
+        )
+        print(
+            f"medpipe: warning: MLflow run {self.run_id} on {self.uri} is incomplete ({state}); "
+            f"training ended {status} and its complete results are in {where} "
+            "(metrics.json, history.csv, checkpoints/)",
+            file=sys.stderr,
+        )
 
     @contextlib.contextmanager
     def guard(self, finish: bool = True) -> Iterator[MlflowRun]:

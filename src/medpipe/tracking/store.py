@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,9 @@ def tracking_uri(cfg_uri: str | None, mlflow_dir: str) -> str:
         return cfg_uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    folder = Path(mlflow_dir).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'mlflow.db'}"
+    # the folder is created when the store is first opened (open_client), not here: a config
+    # that is refused leaves nothing behind
+    return f"sqlite:///{Path(mlflow_dir).resolve() / 'mlflow.db'}"
 
 
 def default_artifact_location(uri: str, cfg_location: str | None, mlflow_dir: str) -> str | None:
@@ -69,6 +70,9 @@ def end_run(client: Any, run_id: str, status: str) -> None:
 
     The flush is the client's own store's: `mlflow.flush_async_logging()` flushes the default
     store instead, and with no tracking URI set it creates ./mlflow.db in the working folder."""
+    from medpipe.tracking import liveness
+
+    liveness.stop(run_id)  # the heartbeat of a run this process owns
     store = getattr(getattr(client, "_tracking_client", None), "store", None)
     if store is not None:
         store.flush_async_logging()
@@ -130,10 +134,8 @@ def record_failed_job(cfg, err: BaseException) -> str | None:
         store = configured_store(cfg)
         if store is None:
             return None
-        from mlflow import MlflowClient
-
         uri, artifact_location = store
-        client = MlflowClient(uri)
+        client = open_client(uri)
         exp_id = experiment_id(client, str(cfg.experiment_name), artifact_location)
         from medpipe.tracking.provenance import hydra_overrides
 
@@ -160,3 +162,137 @@ def record_failed_job(cfg, err: BaseException) -> str | None:
     except Exception as tracking_err:  # noqa: BLE001 - never hide the job's own error
         log.warning("could not record the failed job in MLflow: %s", tracking_err)
         return None
+
+
+# -- opening a store safely ------------------------------------------------------------------------
+# An unreachable server fails in seconds at start (`check_reachable`); during a run MLflow's own
+# retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES, default 7 with backoff 2: several minutes) ride out a
+# server restart. MLflow's default request timeout is 120 s; a live server answers in far less.
+REACHABLE_TIMEOUT_S = 3.0
+STORE_LOCK_TIMEOUT_S = 300.0  # another process migrating a new store: minutes at most
+_OPENED: dict[str, Any] = {}  # uri -> MlflowClient, one safe opening per process
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (None for other stores and in-memory ones)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def check_reachable(uri: str, from_env: bool | None = None) -> None:
+    """Raise TrackingError (one line) if the MLflow tracking server at `uri` does not answer within
+    REACHABLE_TIMEOUT_S. Any HTTP answer, even an error status, counts as reachable."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from medpipe.errors import TrackingError
+
+    if not is_server(uri):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=REACHABLE_TIMEOUT_S):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (OSError, ValueError) as err:
+        why = getattr(err, "reason", None) or err
+        if isinstance(why, ssl.SSLError):
+            return  # it answered, over TLS this check does not verify (MLflow's own settings do)
+        if from_env is None:
+            from_env = os.environ.get("MLFLOW_TRACKING_URI", "").rstrip("/") == uri.rstrip("/")
+        where = (
+            "unset MLFLOW_TRACKING_URI"
+            if from_env
+            else "set logger.mlflow.tracking_uri=null (tracking_uri=null)"
+        )
+        raise TrackingError(
+            f"MLflow tracking server {uri} is not reachable ({why}); start it "
+            f"(make mlflow-server) or {where} to use the local store"
+        ) from None
+
+
+def first_line(err: BaseException) -> str:
+    """The gist of an error for one line: for a failed connection its reason ("[Errno 111]
+    Connection refused", "Read timed out"), else its first line, cut short."""
+    import re
+
+    text = str(err).strip()
+    if m := re.search(r"\[Errno -?\d+\][^\"')]*|Read timed out|RemoteDisconnected", text):
+        return m.group(0).strip().rstrip(".")
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def unreachable_error(err: BaseException) -> bool:
+    """An error of a request that never reached the server (refused, reset, timed out), as MLflow
+    raises it after its retries, rather than one the server answered."""
+    text = str(err)
+    markers = (
+        "Max retries exceeded",
+        "Connection refused",
+        "Connection aborted",
+        "Connection reset",
+        "RemoteDisconnected",
+        "timeout exception",
+        "Read timed out",
+        "Failed to establish a new connection",
+    )
+    if any(m in text for m in markers):
+        return True
+    try:
+        import requests
+    except ImportError:
+        return False
+    return isinstance(err, requests.exceptions.ConnectionError | requests.exceptions.Timeout)
+
+
+def check_tracking(cfg: Any) -> None:
+    """Before a training prepares anything: its MLflow server, if it logs to one, answers."""
+    if (cfg.get("trainer") or {}).get("fast_dev_run"):
+        return
+    store = configured_store(cfg)
+    if store is not None:
+        check_reachable(store[0])
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Held while a sqlite store is first opened in this process: MLflow creates and migrates its
+    schema on first open without a lock, and processes doing it at once corrupt the store
+    (`table _alembic_tmp_... already exists`). A no-op for other stores."""
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    from filelock import FileLock
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(db) + ".lock", timeout=STORE_LOCK_TIMEOUT_S):
+        yield
+
+
+def open_client(uri: str, mark_stale: bool = True) -> Any:
+    """An MlflowClient on `uri`, opened safely: a server must answer (TrackingError otherwise); a
+    sqlite store is created or migrated under `store_lock`; then runs left RUNNING by processes
+    that are gone are marked KILLED (liveness.mark_stale_runs). Once per process and store; MLflow
+    caches the store itself, so clients made later (Lightning's logger) share the opened one."""
+    from mlflow import MlflowClient
+
+    if uri in _OPENED:
+        return _OPENED[uri]
+    check_reachable(uri)
+    with store_lock(uri):
+        client = MlflowClient(uri)
+        client._tracking_client.store  # noqa: B018 - builds (creates, migrates) the store
+    if mark_stale:
+        from medpipe.tracking import liveness
+
+        liveness.mark_stale_runs(client)
+    _OPENED[uri] = client
+    return client

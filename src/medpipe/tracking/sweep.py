@@ -83,6 +83,38 @@ def from_jobs(value: Any, runs: list[Any], param: str) -> str:
     return counts.most_common(1)[0][0] if counts else str(value)
 
 
+# Set by a resumed sweep (sweep.resume=<parent run id>) for its jobs: JSON {job key: [run id,
+# best value]} of the jobs that FINISHED before; such a job returns that value without training.
+DONE_ENV = "MEDPIPE_SWEEP_DONE_JOBS"
+
+
+def job_key(overrides: list[str]) -> str:
+    """A job's identity within its sweep: its overrides, sorted, without sweep.resume."""
+    return " ".join(sorted(o for o in overrides if not o.startswith("sweep.resume=")))
+
+
+def finished_job(overrides: list[str]) -> tuple[str, float] | None:
+    """(run id, best value) of this job in the sweep being resumed, if it FINISHED before."""
+    import json
+
+    done = json.loads(os.environ.get(DONE_ENV) or "{}")
+    hit = done.get(job_key(overrides))
+    return (str(hit[0]), float(hit[1])) if hit else None
+
+
+def latest_attempts(children: list[Any]) -> list[Any]:
+    """One run per job (its overrides): a FINISHED one if any, else the latest attempt; runs
+    left by jobs that an interrupted sweep re-ran are not counted twice."""
+    best: dict[str, Any] = {}
+    for r in children:
+        key = job_key(r.data.tags.get("hydra.overrides", "").split())
+        old = best.get(key)
+        rank = (r.info.status == "FINISHED", r.info.start_time or 0)
+        if old is None or rank > (old.info.status == "FINISHED", old.info.start_time or 0):
+            best[key] = r
+    return list(best.values())
+
+
 class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
         self.parent: str | None = None
@@ -112,10 +144,17 @@ class MlflowSweepCallback(Callback):
         from medpipe.tracking.provenance import git_info
 
         uri, artifact_location = tracking
+        from medpipe.tracking.store import open_client
+
+        open_client(uri)  # a server that answers (else one line, exit 2); a new store made safely
         self.client = MlflowClient(uri)
         name = str(config.experiment_name)
         exp_id = experiment_id(self.client, name, artifact_location)
         overrides = list(OmegaConf.select(config, "hydra.overrides.task") or [])
+        resume = OmegaConf.select(config, "sweep.resume")
+        if resume:  # an interrupted sweep: the same parent, only the jobs that did not finish
+            self._resume(str(resume), exp_id, name)
+            return
         tags = {
             "medpipe.sweep": "true",
             "sweep.overrides": " ".join(overrides) or "(none)",
@@ -129,9 +168,56 @@ class MlflowSweepCallback(Callback):
         )
         self.parent = run.info.run_id
         self.experiment_id = exp_id
+        from medpipe.tracking import liveness
+
+        liveness.start(self.client, self.parent)  # host, pid, heartbeat: never marked stale alive
         os.environ[PARENT_ENV] = self.parent
         atexit.register(self._abandon)
         print(f"MLflow sweep parent run {self.parent} in experiment '{name}'")
+
+    def _resume(self, parent: str, exp_id: str, name: str) -> None:
+        """Re-open sweep parent `parent`: RUNNING again, and the FINISHED jobs under it published
+        to the jobs (DONE_ENV: their overrides and best value), which skip them."""
+        import json
+
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(parent)
+        except MlflowException:
+            print(f"medpipe: error: sweep.resume: no run {parent} in this store", file=sys.stderr)
+            sys.exit(2)
+        if run.data.tags.get("medpipe.sweep") != "true" or run.info.experiment_id != exp_id:
+            print(
+                f"medpipe: error: sweep.resume: run {parent} is not a sweep parent of experiment "
+                f"'{name}'",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+        children = self.client.search_runs(
+            [exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=10000
+        )
+        monitor = from_jobs(None, children, "monitor")
+        done = {
+            job_key(r.data.tags.get("hydra.overrides", "").split()): [
+                r.info.run_id,
+                r.data.metrics.get(f"best/{monitor}", math.nan),
+            ]
+            for r in children
+            if r.info.status == "FINISHED"
+        }
+        self.client.update_run(parent, status="RUNNING")
+        self.parent, self.experiment_id = parent, exp_id
+        from medpipe.tracking import liveness
+
+        liveness.start(self.client, parent)
+        os.environ[PARENT_ENV] = parent
+        os.environ[DONE_ENV] = json.dumps(done)
+        atexit.register(self._abandon)
+        print(
+            f"MLflow sweep parent run {parent} in experiment '{name}' resumed: "
+            f"{len(done)} finished jobs kept"
+        )
 
     def _abandon(self) -> None:
         """Interrupted before on_multirun_end: never leave the parent RUNNING."""
@@ -144,11 +230,14 @@ class MlflowSweepCallback(Callback):
         if not self.parent or self.client is None:
             return
         parent, client = self.parent, self.client
-        children = client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
-            max_results=10000,
+        children = latest_attempts(
+            client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
+                max_results=10000,
+            )
         )
+        os.environ.pop(DONE_ENV, None)
         monitor = from_jobs(config.get("monitor"), children, "monitor")
         mode = from_jobs(config.get("monitor_mode"), children, "monitor_mode")
         best_key = f"best/{monitor}"

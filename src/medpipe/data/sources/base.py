@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medpipe.data.processed import SPLITS, Split
 from medpipe.registry import Registry, locate
+from medpipe.targets import RefusedTarget
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -197,6 +198,8 @@ def source_class(name: Any) -> tuple[type[Source] | None, str | None]:
     if cls is None and "." in name:
         try:
             cls = locate(name)
+        except RefusedTarget as err:
+            return None, f"data.source: {err}"
         except (ImportError, AttributeError) as err:
             return None, f"data.source: cannot import '{name}' ({type(err).__name__}: {err})"
         if cls not in [c for _, c in SOURCES.items()]:

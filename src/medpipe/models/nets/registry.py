@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from medpipe.registry import Registry, locate
+from medpipe.targets import RefusedTarget
 
 
 class NetOptions(BaseModel):
@@ -68,6 +69,8 @@ def net_class(target: Any) -> tuple[type | None, str | None]:
         )
     try:
         cls = locate(target)
+    except RefusedTarget as err:
+        return None, f"{key}: {err}"
     except (ImportError, AttributeError) as err:
         return None, f"{key}: cannot import '{target}' ({type(err).__name__}: {err})"
     registered = [c for _, c in NETS.items()]
