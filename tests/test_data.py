@@ -303,7 +303,7 @@ ADRENAL_DIR = PNEUMONIA_NPZ.parents[1] / "adrenalmnist3d"
 
 
 @pytest.mark.skipif(not (ADRENAL_DIR / "adrenalmnist3d.npz").exists(), reason="no AdrenalMNIST3D")
-@pytest.mark.parametrize("size", [28, 64])
+@pytest.mark.parametrize("size", [28, pytest.param(64, marks=pytest.mark.slow)])
 def test_official_adrenalmnist3d_volumes_through_the_md5_checked_mirror(tmp_path, size):
     """The official 28^3 and 64^3 files pass their MD5s and become (N, 1, D, H, W) volumes."""
     cfg = medmnist_cfg(

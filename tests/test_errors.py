@@ -117,6 +117,7 @@ def test_evaluate_with_a_missing_checkpoint_names_it(tmp_path):
     assert out.returncode == 2 and "ckpt_path: file not found: /no/such.ckpt" in out.stderr
 
 
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores
 def test_failure_during_training_marks_the_run_failed(tmp_path):
     out = run_cli(
         "train",

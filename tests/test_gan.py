@@ -196,6 +196,7 @@ def test_each_loss_and_option_trains_a_batch_and_is_evaluated(make_cfg, tmp_path
 
 
 # -- a real training through the command line, into MLflow -----------------------------------------
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores
 def test_a_gan_trains_on_synthetic_lesions_into_a_finished_mlflow_run(tmp_path):
     import mlflow
     from mlflow import MlflowClient

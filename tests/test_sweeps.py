@@ -28,6 +28,7 @@ def _family(client, experiment: str):
     return parents, children
 
 
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores
 def test_sweep_nests_four_jobs_under_one_parent_with_a_ranked_summary(tmp_path):
     out = run_cli(
         "train",
@@ -72,6 +73,7 @@ def test_sweep_nests_four_jobs_under_one_parent_with_a_ranked_summary(tmp_path):
     assert values == sorted(values, reverse=True)
 
 
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores
 def test_a_failed_job_is_recorded_failed_and_the_sweep_goes_on(tmp_path):
     out = run_cli(
         "train",
@@ -278,6 +280,36 @@ def test_optuna_search_of_eight_trials_tags_its_best_trial(tmp_path):
     assert len(lrs) == 8, "each trial samples its own learning rate"
     results = next((tmp_path / "logs" / "multiruns").rglob("optimization_results.yaml")).read_text()
     assert f"best_trial: {best[0].data.tags['optuna.trial']}" in results
+
+
+@pytest.mark.slow
+def test_an_optuna_search_with_storage_resumes_its_study(tmp_path):
+    """The same command with a study storage continues the study: a trial left RUNNING by a
+    sweep that died is told FAIL, the finished ones are kept, and only the missing trials run."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    args = [
+        "hparams_search=synthetic_tpe",
+        "trainer.max_epochs=1",
+        "data.n_train=256",
+        "data.n_val=128",
+        "data.n_test=128",
+        "callbacks.progress_bar=none",
+        "log_model=false",
+        f"hydra.sweeper.storage={storage}",
+        f"paths.root_dir={tmp_path}",
+    ]
+    out = run_cli("train", *args, "hydra.sweeper.n_trials=2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = optuna.load_study(study_name="medpipe", storage=storage)
+    study.ask()  # a trial a dead sweep left running
+    out = run_cli("train", *args, "hydra.sweeper.n_trials=4")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resuming study medpipe" in out.stdout and "3 trials done" in out.stdout
+    states = [t.state.name for t in optuna.load_study(study_name="medpipe", storage=storage).trials]
+    assert states == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
+    assert "optuna: 3/4 trials complete" in out.stdout
 
 
 @pytest.mark.slow

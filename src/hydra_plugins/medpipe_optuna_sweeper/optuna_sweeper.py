@@ -13,13 +13,18 @@ unreleased 1.4 line. This sweeper keeps that plugin's search-space syntax:
 Sweeps on the command line (key=a,b or key=choice(a,b)) join the search space; plain overrides
 apply to every trial. Each trial is a Hydra job; its return value (train's best monitor value) is
 the objective. A failed or NaN trial is told to Optuna as FAIL and the study goes on.
+
+`storage` (an Optuna storage URL, e.g. sqlite:///logs/optuna.db) keeps the study on disk: the same
+command again resumes it (Optuna's load_if_exists): its finished trials are kept, trials left
+running by a process that died are told as FAIL, and trials run until the study holds `n_trials`
+finished ones. Without it the study lives in memory, as before.
 """
 
 import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict  # noqa: UP035 - OmegaConf structured configs
+from typing import Any, Dict, Optional  # noqa: UP035 - OmegaConf structured configs
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -43,6 +48,7 @@ class OptunaTPESweeperConf:
     sampler: str = "tpe"  # tpe | random
     n_startup_trials: int = 5  # random trials before TPE models the search space
     study_name: str = "medpipe"
+    storage: Optional[str] = None  # noqa: UP045 - e.g. sqlite:///logs/optuna.db: resumable
     params: Dict[str, str] = field(default_factory=dict)  # noqa: UP006
 
 
@@ -112,11 +118,12 @@ class OptunaTPESweeper(Sweeper):
         n_startup_trials: int,
         study_name: str,
         params: dict[str, str] | None,
+        storage: str | None = None,
     ):
         self.direction = _direction(str(direction))
         self.n_trials, self.n_jobs, self.seed = int(n_trials), max(1, int(n_jobs)), int(seed)
         self.sampler_name, self.n_startup_trials = sampler, int(n_startup_trials)
-        self.study_name = study_name
+        self.study_name, self.storage = study_name, storage or None
         self.params = dict(params or {})
 
     def setup(
@@ -152,10 +159,21 @@ class OptunaTPESweeper(Sweeper):
                 seed=self.seed, n_startup_trials=self.n_startup_trials
             )
         study = optuna.create_study(
-            study_name=self.study_name, direction=self.direction, sampler=sampler
+            study_name=self.study_name,
+            direction=self.direction,
+            sampler=sampler,
+            storage=self.storage,
+            load_if_exists=self.storage is not None,
         )
+        states = optuna.trial.TrialState
+        for t in study.get_trials(deepcopy=False, states=(states.RUNNING, states.WAITING)):
+            study.tell(t.number, state=states.FAIL)  # left by a sweep that died
+        done = len(study.get_trials(deepcopy=False, states=(states.COMPLETE, states.FAIL)))
+        if done:
+            print(
+                f"optuna: resuming study {self.study_name} from {self.storage}: {done} trials done"
+            )
         returns = []
-        done = 0
         while done < self.n_trials:
             batch = min(self.n_jobs, self.n_trials - done)
             trials = [study.ask() for _ in range(batch)]
@@ -166,7 +184,7 @@ class OptunaTPESweeper(Sweeper):
                 for t in trials
             ]
             self.validate_batch_is_legal(overrides)
-            results = self.launcher.launch(overrides, initial_job_idx=done)
+            results = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
             for trial, ret in zip(trials, results, strict=True):
                 value = ret._return_value if ret.status == JobStatus.COMPLETED else None
                 if isinstance(value, int | float) and not math.isnan(float(value)):
