@@ -60,7 +60,7 @@ def prepare_dataset(
     try:
         source.staging_dir = staging
         data = source.load()
-        return _write(data, data_cfg, mix, folder, fp, desc, staging)
+        return _write(data, data_cfg, mix, folder, fp, desc, staging, force)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -73,6 +73,7 @@ def _write(
     fp: str,
     desc: dict[str, Any],
     staging: str,
+    force: bool = False,
 ) -> Path:
     mix.apply(data, data_cfg["name"])
     x0 = data.splits["train"].x
@@ -107,7 +108,7 @@ def _write(
                 f"{data_cfg['name']}: split '{s}' has samples of shape {data.splits[s].x.shape[1:]}, "
                 f"train has {x0.shape[1:]}"
             )
-    return write_processed(folder, data.splits, meta, move_from=staging)
+    return write_processed(folder, data.splits, meta, move_from=staging, force=force)
 
 
 def prepare_from_config(c: dict[str, Any]) -> Path:

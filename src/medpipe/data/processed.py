@@ -195,12 +195,14 @@ def write_processed(
     splits: dict[str, Split],
     meta: DatasetMeta,
     move_from: str | os.PathLike | None = None,
+    force: bool = False,
 ) -> Path:
     """Write a processed dataset atomically: a temporary folder renamed into place.
 
     `move_from`: a staging folder whose `<split>_<key>.npy` files (written there by a streaming
     source) are moved instead of saved again. A concurrent writer that finishes first wins; the
-    loser's copy is discarded (same content).
+    loser's copy is discarded (same content), and a complete folder of the same fingerprint is
+    never replaced (parallel jobs may be reading it already) unless `force` (prepare force=true).
     """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -219,17 +221,27 @@ def write_processed(
                 h.update(sha256_file(path).encode())
         meta.content_sha256 = h.hexdigest()
         (tmp / "meta.json").write_text(meta.to_json())
-        if out.exists():
-            shutil.rmtree(out)
+        if not force and _complete(out, meta.fingerprint):
+            return out
+        if out.exists():  # an older or unfinished folder of that name
+            shutil.rmtree(out, ignore_errors=True)
         try:
             os.replace(tmp, out)
-        except OSError:
-            if not (out / "meta.json").exists():
+        except OSError:  # another writer put its (identical) folder there first
+            if not _complete(out, meta.fingerprint):
                 raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _complete(folder: Path, fingerprint: str) -> bool:
+    """Whether `folder` holds a finished processed dataset of that fingerprint."""
+    try:
+        return read_meta(folder).fingerprint == fingerprint
+    except DataError:
+        return False
 
 
 def read_meta(folder: str | os.PathLike) -> DatasetMeta:
