@@ -131,6 +131,7 @@ def test_failure_during_training_marks_the_run_failed(tmp_path):
     assert _statuses(tmp_path) == ["FAILED"]
 
 
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores
 def test_ctrl_c_during_training_leaves_no_running_run(tmp_path):
     cmd = [
         sys.executable,

@@ -434,6 +434,7 @@ def tiny_checkpoint(tmp_path_factory):
     return root, root / "run" / "checkpoints" / "best.ckpt"
 
 
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores
 def test_explain_command_writes_figures_and_pointing_game(tiny_checkpoint):
     root, ckpt = tiny_checkpoint
     out_dir = root / "explained"

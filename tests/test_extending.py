@@ -53,6 +53,7 @@ def test_the_readme_shows_each_example_verbatim(example):
     assert (EXT / example).read_text().strip() in readme, f"README lacks {example} as it is"
 
 
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores
 def test_a_net_of_your_own_trains_from_its_yaml(tmp_path):
     _, metrics, ckpt = _train(tmp_path, "model=tiny_cnn", "model.net.width=6")
     state = ckpt["state_dict"]

@@ -215,6 +215,7 @@ def _runs(root: Path):
     return client.search_runs(exps) if exps else []
 
 
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores
 def test_auto_trains_memory_mapped_when_the_data_exceeds_the_share_and_says_so(tmp_path):
     out = run_cli("train", *TINY, f"paths.root_dir={tmp_path}", "data.memory_share=1e-9")
     assert out.returncode == 0, out.stderr[-3000:]

@@ -222,6 +222,7 @@ def test_unreadable_inputs_are_listed_and_the_rest_predicted(tiny, tmp_path):
             assert abs(sum(p) - 1) < 1e-6 and r["predicted"] in ("no lesion", "lesion")
 
 
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores
 def test_command_errors_are_one_line_and_write_nothing(tiny, tmp_path):
     _, ckpt = tiny
     import torch

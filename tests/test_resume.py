@@ -88,6 +88,7 @@ def test_cli_refuses_changing_overrides_in_one_line_with_exit_2(tmp_path, make_c
     assert "trainer.max_epochs" not in lines[0].split(":")[1]  # allowed: not among the refused
 
 
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores
 def test_cli_resume_of_an_unknown_run_or_a_folder_without_last_checkpoint(tmp_path, make_cfg):
     out = run_cli("train", f"paths.root_dir={tmp_path}", "resume=" + "0" * 32)
     assert out.returncode == 2

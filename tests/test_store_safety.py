@@ -57,6 +57,7 @@ def _runs(uri: str, experiment: str) -> list:
 
 
 # -- stale runs ------------------------------------------------------------------------------------
+@pytest.mark.slow  # the default run stays under 10 minutes on 2 cores
 def test_a_training_killed_mid_run_is_marked_killed_and_resumable_when_compare_opens_the_store(
     tmp_path,
 ):
