@@ -86,11 +86,17 @@ def restore(c: dict[str, Any]) -> tuple[dict[str, Any], Path, dict | None, MedTa
     folds = None
     if (run_cfg.get("cv") or {}).get("fold") is not None:  # one fold of a cross-validation
         folds = all_folds(run_cfg, folder)[int(run_cfg["cv"]["fold"])]
+    return run_cfg, folder, folds, trained_task(ckpt)
+
+
+def trained_task(ckpt: dict[str, Any]) -> MedTask:
+    """The task module a read checkpoint describes, with its trained weights and operating point
+    (evaluate, explain, export and predict rebuild it alike)."""
     meta = DatasetMeta.from_dict(ckpt["medpipe"]["meta"])
-    task = build_task({**run_cfg, "compile": False}, meta)  # one pass: compiling would not pay
+    task = build_task({**ckpt["medpipe"]["config"], "compile": False}, meta)  # one pass
     task.on_load_checkpoint(ckpt)
     task.load_state_dict(ckpt["state_dict"])
-    return run_cfg, folder, folds, task
+    return task
 
 
 def evaluate(c: dict[str, Any]) -> dict[str, float]:

@@ -26,7 +26,6 @@ import numpy as np
 import torch
 
 from medpipe.data.files import InputSpec, file_format, samples_of
-from medpipe.data.processed import DatasetMeta
 from medpipe.data.sources import reading_of
 from medpipe.errors import ConfigError, DataError
 from medpipe.evaluation.stats import class_key
@@ -75,21 +74,19 @@ class Predictor:
 
 
 def from_checkpoint(path: str) -> Predictor:
-    from medpipe.building import build_task
     from medpipe.checkpoints import load_checkpoint
+    from medpipe.evaluating import trained_task
     from medpipe.outputs import describe_model
 
     ckpt = load_checkpoint(path)
     run_cfg = ckpt["medpipe"]["config"]
-    meta = DatasetMeta.from_dict(ckpt["medpipe"]["meta"])
-    task = build_task({**run_cfg, "compile": False}, meta)
+    task = trained_task(ckpt)
+    meta = task.meta
     if getattr(task, "export_card", None) is not None:  # its model takes no samples (a GAN)
         raise DataError(
             f"{path}: a {run_cfg.get('task_kind', meta.task)} model: it takes no input files "
             "(predict applies models that read samples: classifiers and regressors)"
         )
-    task.on_load_checkpoint(ckpt)
-    task.load_state_dict(ckpt["state_dict"])
     model = task.inference_model().cpu().eval()
     signal = meta.kind == "signal"
     dtype = np.float32 if signal or meta.scale == 1.0 else np.uint8
