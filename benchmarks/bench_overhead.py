@@ -19,10 +19,10 @@ medpipe first) in one process; each round's ratio compares the two runs of that 
 Sequence models run on their experiments' data: `crnn2d` is experiment=adrenal3d_crnn on
 AdrenalMNIST3D 28^3 volumes (../shared/data, no augmentation, in memory), `rnn` experiment=ecg_hr_rnn
 on synthetic ECG windows (regression: the plain loop computes the same z-scored Huber loss, and both
-pass the records' lengths to the net).
+pass the records' lengths to the net), `inception1d` the same experiment with model=inception1d.
 
-    python -m benchmarks.bench_overhead                      # CPU: CNN, ResNet-18, CRNN, RNN
-    python -m benchmarks.bench_overhead --device cuda        # GPU set (bf16-mixed)
+    python -m benchmarks.bench_overhead                # CPU: CNN, ResNet-18, CRNN, RNN, Inception
+    python -m benchmarks.bench_overhead --device cuda  # GPU set (bf16-mixed)
 """
 
 from __future__ import annotations
@@ -88,6 +88,14 @@ CPU_PLAN = {
         "limit_train_batches": 3,
         "limit_val_batches": 1,
     },
+    # InceptionTime on the same ECG windows (1000 samples, no frames): 3 batches of 64, 5 rounds
+    "inception1d": {
+        "rounds": 5,
+        "warmup_epochs": 1,
+        "epochs": 1,
+        "limit_train_batches": 3,
+        "limit_val_batches": 1,
+    },
 }
 ADRENAL_NPZ = (
     Path(__file__).resolve().parents[2] / "shared/data/medmnist/adrenalmnist3d/adrenalmnist3d.npz"
@@ -101,6 +109,8 @@ EXPERIMENTS = {
         f"data.path={ADRENAL_NPZ}",
     ],
     "rnn": ["experiment=ecg_hr_rnn"],
+    # the RNN's experiment and data with InceptionTime; `frame` is an RNN option
+    "inception1d": ["experiment=ecg_hr_rnn", "model=inception1d", "~model.net.frame"],
 }
 GPU_PLAN = {
     "cnn": {
@@ -131,10 +141,18 @@ GPU_PLAN = {
         "limit_train_batches": None,
         "limit_val_batches": None,
     },
+    "inception1d": {
+        "rounds": 5,
+        "warmup_epochs": 1,
+        "epochs": 5,
+        "limit_train_batches": None,
+        "limit_val_batches": None,
+    },
 }
 SEQUENCE_NOTE = (
     "crnn2d: experiment=adrenal3d_crnn on AdrenalMNIST3D 28^3 (no augmentation); rnn: "
-    "experiment=ecg_hr_rnn on synthetic 10 s ECG windows (regression, lengths passed to the net)."
+    "experiment=ecg_hr_rnn on synthetic 10 s ECG windows (regression, lengths passed to the net); "
+    "inception1d: the same experiment and data with model=inception1d."
 )
 
 
@@ -394,7 +412,7 @@ def measure(
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--models", default="cnn,resnet18,crnn2d,rnn")
+    ap.add_argument("--models", default="cnn,resnet18,crnn2d,rnn,inception1d")
     ap.add_argument("--rounds", type=int, default=None, help="default: per model (5)")
     ap.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: $BENCH_THREADS or 1)"

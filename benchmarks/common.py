@@ -195,6 +195,11 @@ def compose(root: Path, overrides: Sequence[str], config_name: str = "train"):
     with open_dict(cfg):
         cfg.paths.output_dir = str(root / "out")
         del cfg["hydra"]
+        if "allowed_targets" in cfg:  # the benchmarks' own probes (benchmarks.probes.TrainTimer)
+            cfg.allowed_targets = [*cfg.allowed_targets, "benchmarks"]
+    from medpipe.targets import set_allowed
+
+    set_allowed(list(cfg.get("allowed_targets") or []))
     return cfg
 
 

@@ -41,11 +41,33 @@ EXTRA = {
     "model/rnn": ["data=synthetic_ecg", "model.loss=mse", "monitor=val/mae", "monitor_mode=min"],
     "model/gru": ["data=synthetic_ecg", "model.loss=mse", "monitor=val/mae", "monitor_mode=min"],
     "model/crnn1d": ["data=synthetic_ecg", "model.loss=mse", "monitor=val/mae", "monitor_mode=min"],
+    "model/inception1d": [
+        "data=synthetic_ecg",
+        "model.loss=mse",
+        "monitor=val/mae",
+        "monitor_mode=min",
+    ],
+    "model/resnet1d": [
+        "data=synthetic_ecg",
+        "model.loss=mse",
+        "monitor=val/mae",
+        "monitor_mode=min",
+    ],
     "model/crnn2d": ["data=synthetic_cine"],
     "model/cnn2p5d": ["data=synthetic_cine"],
     "model/resnet3d": ["data=synthetic_cine"],
     "experiment/ecg_af_rnn": ["data.path=conf"],
     "experiment/ecg_af_crnn": ["data.path=conf"],
+    "experiment/ecg_af_inception": ["data.path=conf"],
+    "experiment/ecg_af_resnet1d": ["data.path=conf"],
+    "experiment/signal_small": ["data.path=pyproject.toml"],
+    "experiment/ecg_af_minirocket": ["data.path=conf"],
+    "model/minirocket": [
+        "data=synthetic_ecg",
+        "model.loss=mse",
+        "monitor=val/mae",
+        "monitor_mode=min",
+    ],
     "augmentation/volume_light": ["data=medmnist", "data.flag=adrenalmnist3d", "model=crnn2d"],
     "augmentation/frames_light": ["data=synthetic_cine", "model=crnn2d"],
     "augmentation/signal_light": [
@@ -218,8 +240,15 @@ def test_validation_reports_every_problem_with_its_key(tmp_path):
 def test_help_lists_the_config_groups():
     out = run_cli("train", "--help", timeout=120)
     assert out.returncode == 0, out.stderr
+    # the model group grows with every net: the built-in ones, listed in order
+    (line,) = [line for line in out.stdout.splitlines() if line.lstrip().startswith("model: ")]
+    models = line.split(":", 1)[1].replace(" ", "").split(",")
+    assert models == sorted(models)
+    assert {"cnn", "cnn2p5d", "crnn1d", "crnn2d", "gan", "gru", "inception1d", "linear"} <= set(
+        models
+    )
+    assert {"resnet18", "resnet1d", "resnet3d", "rnn"} <= set(models)
     for group in [
-        "model: cnn, cnn2p5d, crnn1d, crnn2d, gan, gru, linear, resnet18, resnet3d, rnn",
         "trainer: cpu, ddp, ddp_spawn, default, gpu",
         "hparams_search: synthetic_tpe",
         "logger: csv, mlflow, none",

@@ -45,6 +45,26 @@ def test_folds_are_disjoint_cover_everything_and_stratified(task):
     assert all((a["test"] == b["test"]).all() for a, b in zip(folds, again, strict=True))
 
 
+def test_the_windows_of_a_record_stay_in_one_part_of_every_fold():
+    rng = np.random.default_rng(1)
+    records = np.repeat([f"A{i:03d}" for i in range(60)], rng.integers(1, 5, 60))
+    label_of = {r: int(rng.integers(0, 3)) for r in np.unique(records)}
+    y = np.array([label_of[r] for r in records])
+    folds = make_folds(y, "multiclass", 5, 0.1, seed=0, groups=records)
+    tested = np.concatenate([f["test"] for f in folds])
+    assert sorted(tested.tolist()) == list(range(len(y)))
+    for f in folds:
+        owners = [set(records[f[s]].tolist()) for s in ("train", "val", "test")]
+        assert not (owners[0] & owners[1] or owners[0] & owners[2] or owners[1] & owners[2])
+    # one sample per record: the same folds as without groups
+    single = np.array([f"r{i}" for i in range(len(y))])
+    plain, grouped = (
+        make_folds(y, "multiclass", 5, 0.1, 0),
+        make_folds(y, "multiclass", 5, 0.1, 0, single),
+    )
+    assert all((a["test"] == b["test"]).all() for a, b in zip(plain, grouped, strict=True))
+
+
 def test_too_few_samples_of_a_class_is_a_clear_error():
     y = np.array([0] * 20 + [1] * 3)
     with pytest.raises(ConfigError, match=r"cv.folds: 5 stratified folds .* class 1 has 3"):

@@ -46,7 +46,10 @@ def test_help_names_the_command_says_what_it_does_and_shows_examples(command):
 def test_train_help_lists_the_groups_and_where_runs_go():
     out = run_cli("train", "--help", timeout=120).stdout
     assert "== Config groups (group=option) ==" in out
-    assert "model: cnn, cnn2p5d, crnn1d, crnn2d, gan, gru, linear, resnet18, resnet3d, rnn" in out
+    assert (
+        "model: cnn, cnn2p5d, crnn1d, crnn2d, gan, gru, inception1d, linear, minirocket, resnet18, "
+        "resnet1d, resnet3d, rnn" in out
+    )
     assert "experiment: " in out and "data: " in out
     assert "python -m medpipe.train -m model=cnn,linear" in out  # a sweep among the examples
     where = out[out.index("== Where runs go ==") :]

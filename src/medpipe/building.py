@@ -11,7 +11,7 @@ import numpy as np
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 
-from medpipe.callbacks import CtrlC, HistoryWriter, progress_callbacks
+from medpipe.callbacks import CtrlC, FitOnTrainingSplit, HistoryWriter, progress_callbacks
 from medpipe.checks import check_run, task_options
 from medpipe.data.augment_ops import device_misfit, on_device
 from medpipe.data.batch_augment import BatchAugment
@@ -144,4 +144,5 @@ def build_callbacks(
     history = HistoryWriter(out_dir)
     # last.ckpt every epoch, whatever the monitored checkpoint does (medpipe.resuming)
     last = last_checkpoint_callback(Path(out_dir))
-    return [CtrlC(), *callbacks, *progress, history, last], bar, history
+    fit = FitOnTrainingSplit()  # nets fitted in one pass before training (MiniRocket)
+    return [CtrlC(), fit, *callbacks, *progress, history, last], bar, history

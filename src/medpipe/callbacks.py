@@ -110,6 +110,27 @@ class EpochLine(Callback):
         print(" | ".join(parts), file=self._stream or sys.stdout, flush=True)
 
 
+class FitOnTrainingSplit(Callback):
+    """Before the first training step, fit what a net learns from the training split in one
+    pass rather than by gradient steps (MiniRocket's transform and feature scaling): a net with
+    `fit_features(x)` and a `fitted` buffer, given the preprocessed training records. Skipped when
+    a resumed checkpoint has already restored a fitted net."""
+
+    def on_fit_start(self, trainer, pl_module):
+        net = getattr(pl_module, "net", None)
+        fit = getattr(net, "fit_features", None)
+        if fit is None or bool(net.fitted):
+            return
+        import numpy as np
+        import torch
+
+        train = trainer.datamodule.split_arrays("train")
+        x = torch.as_tensor(np.asarray(train.x, dtype=np.float32))
+        with torch.no_grad():
+            x = pl_module.preprocess(x.to(pl_module.device)).cpu()
+        fit(x)
+
+
 class HistoryWriter(Callback):
     """Writes <dir>/history.csv: one row per epoch with every train/ and val/ scalar.
 

@@ -394,6 +394,11 @@ def export(c: dict[str, Any]) -> dict[str, float]:
             "its model takes noise and a class, not samples, so the test split cannot check it; "
             "medpipe.train logs it to MLflow as a torch.export program (runs:/<run id>/model)"
         )
+    if getattr(type(task.net), "exportable", True) is False:  # e.g. MiniRocket's numba transform
+        raise DataError(
+            f"ckpt_path: {c['ckpt_path']}: {type(task.net).__name__} computes in numpy, which "
+            f"{fmt} cannot trace; use the model medpipe.train logged to MLflow (runs:/<run id>/model)"
+        )
     split = checkpoint_test_split(folder, folds)
     if len(split) == 0:
         raise DataError(f"{folder}: the test split is empty; nothing to check the export on")

@@ -272,6 +272,7 @@ def log_run_outputs(
             f"torch=={torch.__version__.split('+')[0]}",
             f"monai=={monai.__version__}",
             f"numpy=={np.__version__}",
+            *getattr(task.net, "pip_requirements", ()),  # a net's own (MiniRocket: sktime, numba)
         ]
         title = f"medpipe {c['model']['name']} on {task.meta.name} ({task.meta.task})"
         # A task kind whose model does not take the data's samples (a GAN's generator takes
@@ -288,6 +289,8 @@ def log_run_outputs(
             card["operating_point"] = task.operating_point()
             card["reading"] = reading_of(c["data"])  # how predict reads a new file
             note = model_description(card, run.run_id, title)
+        # a net torch.export cannot trace (MiniRocket's numba transform) is pickled instead
+        traced = getattr(type(task.net), "exportable", True)
         run.log_model(
             model,
             example,
@@ -295,4 +298,5 @@ def log_run_outputs(
             signature=model_signature(card),
             metadata={"medpipe": card},
             tags={NOTE_TAG: note},
+            **({} if traced else {"serialization_format": "pickle"}),
         )

@@ -195,25 +195,38 @@ def _signal_samples(
         yield name, w, lengths
 
 
+def _pad_to(x: np.ndarray, t: int) -> np.ndarray:
+    """Zero-pad the last axis of (n, C, T) to t samples."""
+    short = t - x.shape[-1]
+    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, short)]) if short > 0 else x
+
+
 def predict_files(
     p: Predictor, files: list[Path], batch_size: int, aggregate: str, fs: float | None
 ) -> list[Row]:
+    from medpipe.data.signal import window_starts
+    from medpipe.models.windows import WindowReading
+
     rows: list[Row] = []
     pending: list[tuple[Row, np.ndarray, np.ndarray | None]] = []  # one row per sample
     signal = p.kind == "signal"
+    reading = WindowReading.of(p.reading) if signal else None
+    window = (reading.length, reading.stride) if reading is not None else None
 
     def flush() -> None:
         if not pending:
             return
-        x = np.concatenate([s for _, s, _ in pending]).astype(np.float32, copy=False)
+        t = max(s.shape[-1] for _, s, _ in pending)  # whole records differ in length
+        x = np.concatenate([_pad_to(s, t) for _, s, _ in pending]).astype(np.float32, copy=False)
         lengths = np.concatenate([n for _, _, n in pending]) if signal else None
         out = p(x, lengths)
         i = 0
-        for row, s, _ in pending:
+        for row, s, n in pending:
             k = len(s)
             part = out[i : i + k]
             i += k
-            row.windows = k
+            # a record read whole is windowed by the model itself (window.mode=random)
+            row.windows = k if window is None else len(window_starts(int(n[0]), *window))
             if k == 1 or aggregate == "first":
                 row.output = part[0]
             elif aggregate == "max":

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from medpipe.data.processed import pooled_labels, read_meta
+from medpipe.data.processed import pooled_ids, pooled_labels, read_meta
 from medpipe.errors import ConfigError
 
 
@@ -30,9 +30,18 @@ def strata(y: np.ndarray, task: str, folds: int) -> np.ndarray:
 
 
 def make_folds(
-    y: np.ndarray, task: str, folds: int, val_fraction: float, seed: int
+    y: np.ndarray,
+    task: str,
+    folds: int,
+    val_fraction: float,
+    seed: int,
+    groups: np.ndarray | None = None,
 ) -> list[dict[str, np.ndarray]]:
-    """For each fold {'train', 'val', 'test'}: sorted row indices into the pooled samples."""
+    """For each fold {'train', 'val', 'test'}: sorted row indices into the pooled samples.
+    `groups`: a record id per sample; when a record gave several samples (windows), all of them
+    go to one part of every fold, so no record is trained on and tested in the same fold."""
+    if groups is not None and len(np.unique(groups)) < len(groups):
+        return _group_folds(strata(y, task, folds), np.asarray(groups), folds, val_fraction, seed)
     labels = strata(y, task, folds)
     counts = np.bincount(labels)
     if counts[counts > 0].min() < folds:
@@ -51,6 +60,19 @@ def make_folds(
     return out
 
 
+def _group_folds(
+    labels: np.ndarray, groups: np.ndarray, folds: int, val_fraction: float, seed: int
+) -> list[dict[str, np.ndarray]]:
+    """make_folds over records: stratified by each record's first label, then every sample of a
+    record follows it."""
+    names, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    record_folds = make_folds(labels[first], "multiclass", folds, val_fraction, seed)
+    return [
+        {part: np.flatnonzero(np.isin(inverse, rows)) for part, rows in fold.items()}
+        for fold in record_folds
+    ]
+
+
 def _stratify(labels: np.ndarray) -> np.ndarray | None:
     """Stratify the validation draw unless a class is too rare for it (then draw at random)."""
     counts = np.bincount(labels)
@@ -62,4 +84,6 @@ def all_folds(c: dict[str, Any], folder: Path) -> list[dict[str, np.ndarray]]:
     cv = c["cv"]
     seed = int(cv.get("seed") if cv.get("seed") is not None else c["seed"])
     y = pooled_labels(folder)
-    return make_folds(y, read_meta(folder).task, int(cv["folds"]), float(cv["val_fraction"]), seed)
+    task = read_meta(folder).task
+    folds, val_fraction = int(cv["folds"]), float(cv["val_fraction"])
+    return make_folds(y, task, folds, val_fraction, seed, groups=pooled_ids(folder))

@@ -82,6 +82,9 @@ def _write(
         mean, std = data.stats
     else:
         mean, std = channel_stats(np.asarray(x0), data.scale, data.splits["train"].lengths)
+    if (data.info.get("missing") or {}).get("mask_channel") == "last":
+        # a signal's observation mask (preprocess.missing=zero_and_mask) stays 0/1 when normalised
+        mean, std = [*mean[:-1], 0.0], [*std[:-1], 1.0]
     meta = DatasetMeta(
         name=data_cfg["name"],
         task=data.task,

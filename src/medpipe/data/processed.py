@@ -291,3 +291,9 @@ def pooled_split(folder: str | os.PathLike) -> Split:
 def pooled_labels(folder: str | os.PathLike) -> np.ndarray:
     """The labels of pooled_split, without reading the samples."""
     return np.concatenate([read_split(folder, s, mmap=True).y for s in SPLITS])
+
+
+def pooled_ids(folder: str | os.PathLike) -> np.ndarray | None:
+    """The record ids of pooled_split (None unless every split has them)."""
+    ids = [read_split(folder, s, mmap=True).ids for s in SPLITS]
+    return None if any(i is None for i in ids) else np.concatenate(ids)

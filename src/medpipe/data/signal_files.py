@@ -10,6 +10,11 @@ training data's (`reading["fs"]`); it is then put through the training data's pr
 (`data.preprocess`: resampling to the training rate, band-pass, z-score) and windowing: a record
 longer than the training window is cut into windows of the training length (the training
 stride, or back to back) whose outputs predict aggregates (mean by default).
+
+Missing samples (NaN/inf, an empty table cell) follow the training data's `preprocess.missing`
+rule: error and drop_record make the record a failed row (with the reason), interpolate fills
+them, zero_and_mask fills them and adds the mask channel the model was trained with (a model of
+C + 1 stored channels then reads C channels from the file).
 """
 
 from __future__ import annotations
@@ -72,14 +77,18 @@ def _table(path: Path, reading: dict[str, Any], length: int) -> list[np.ndarray]
         delim = sniff_delimiter(first)
     rows = []
     skip = bool(reading.get("header"))
+    missing = signal.missing_rule(reading.get("preprocess")) != "error"
     for i, line in enumerate(Path(path).read_text(errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         if skip:
             skip = False
             continue
+        cells = line.split(delim) if delim else line.split()
+        if missing:  # an empty cell is a missing sample, as the table source reads it
+            cells = [v if v.strip() else "nan" for v in cells]
         try:
-            values = np.array([float(v) for v in (line.split(delim) if delim else line.split())])
+            values = np.array([float(v) for v in cells])
         except ValueError:
             raise DataError(f"{path}:{i}: a non-number in the row") from None
         if reading.get("source") == "table" and len(values) == length + 1:
@@ -93,6 +102,8 @@ def read_signal_file(
 ) -> list[tuple[str, np.ndarray, float]]:
     """(name, record (C, T) float64, rate) for each record of a signal file."""
     want, length = int(stored_shape[0]), int(stored_shape[-1])
+    if signal.missing_rule(reading.get("preprocess")) == "zero_and_mask":
+        want -= 1  # the last stored channel is the mask preprocessing adds
     suffix = path.suffix.lower()
     if suffix == ".hea":
         x, rate = _wfdb(path, reading, want)
@@ -157,9 +168,17 @@ def windows_for_prediction(
             "length": length,
             "stride": int(window.get("stride") or length),
         }
+    elif mode == "random":  # the whole record: the model reads its windows (models/windows.py)
+        window = {"mode": "random", "length": int(window["length"])}
     else:
         window = {"mode": "none", "length": None}
     pre["window"] = window
+    if signal.missing_rule(pre) == "drop_record" and (n := signal.count_missing(x)):
+        # preprocess_records would leave the record out silently; here it is the row's error
+        raise DataError(
+            f"{name}: {n} missing (NaN/inf) sample(s); the model's data was prepared with "
+            "preprocess.missing=drop_record, which leaves such a record out"
+        )
     out, lengths, _ = signal.preprocess_records([x], rate, pre, names=[name])
     if mode == "none" and out.shape[-1] < int(stored_shape[-1]):  # pad to the training length
         padded = np.zeros((*out.shape[:2], int(stored_shape[-1])), np.float32)

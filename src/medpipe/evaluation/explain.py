@@ -11,7 +11,8 @@ Methods (`method=`):
 - `integrated_gradients` (Sundararajan et al. 2017), `occlusion`: Captum, on the normalised input
   with the all-zero input (the training mean under z-scoring) as the baseline, summed over
   channels: a map over time for a signal net without convolutions (LSTM/GRU), or over pixels.
-- `auto`: Grad-CAM where the net declares a layer, else integrated gradients.
+- `auto`: Grad-CAM where the net declares a layer, else integrated gradients (occlusion for a net
+  with `input_gradients = False`, whose features are computed outside torch).
 
 Maps have one sample's spatial shape without the channel axis: (N, H, W), (N, D, H, W), (N, T).
 Grad-CAM maps are >= 0, the input attributions signed; none is normalised (the figures are).
@@ -140,8 +141,14 @@ def resolve_method(task: nn.Module, method: str = "auto") -> str:
     if method not in METHODS:
         raise ValueError(f"method: '{method}' is not one of {', '.join(METHODS)}")
     layer = getattr(type(task.net), "explain_layer", None)
+    gradients = getattr(type(task.net), "input_gradients", True)  # False: features in numpy
     if method == "auto":
-        return "gradcam" if layer else "integrated_gradients"
+        return "gradcam" if layer else "integrated_gradients" if gradients else "occlusion"
+    if method == "integrated_gradients" and not gradients:
+        raise ValueError(
+            f"method: integrated_gradients needs gradients to the input; "
+            f"{type(task.net).__name__} has none (use occlusion)"
+        )
     if method in CAM_METHODS and not layer:
         raise ValueError(
             f"method: {method} reads the layer a net declares; {type(task.net).__name__} "

@@ -18,6 +18,7 @@ from torch import nn
 from medpipe.data.processed import DatasetMeta
 from medpipe.data.transforms import Normalizer
 from medpipe.models.optim import build_scheduler
+from medpipe.models.windows import WindowReading, read_windows
 
 
 def unpack(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -42,6 +43,7 @@ class MedTask(L.LightningModule):
     """
 
     train_metric_name = ""
+    window_link = "identity"  # raw outputs are averaged across a record's windows as they are
 
     def __init__(
         self,
@@ -67,6 +69,9 @@ class MedTask(L.LightningModule):
         self._fast_net: nn.Module | None = None  # torch.compile'd self.net, built on first use
         self.meta = meta
         self.task = meta.task
+        # whole records read in windows (data.preprocess.window.mode=random): models/windows.py;
+        # `window_link` says how the subclass's raw outputs are combined across windows
+        self.windows = WindowReading.of(meta.source)
         self.optimizer_factory = optimizer
         self.scheduler_cfg = dict(scheduler)
         self.max_epochs = max_epochs
@@ -102,6 +107,8 @@ class MedTask(L.LightningModule):
         if self.memory_format is not None:
             x = x.contiguous(memory_format=self.memory_format)
         net = self._compiled() if self.compile_mode else self.net
+        if self.windows is not None:
+            return read_windows(net, x, lengths, self.windows, self.window_link, self.training)
         return net(x) if lengths is None else net(x, lengths=lengths)
 
     def _compiled(self) -> nn.Module:

@@ -17,6 +17,7 @@ from medpipe.evaluation.metrics import (
     ClassificationMetrics,
     train_accuracy,
 )
+from medpipe.models.windows import read_net
 from medpipe.tasks.base import MedTask
 from medpipe.tasks.kinds import TaskKind, register_task_kind
 
@@ -95,6 +96,9 @@ class ClassificationTask(MedTask):
         shapes = {"binary": (), "multilabel": (len(meta.classes),), "multiclass": (0,)}
         self.register_buffer("threshold", torch.full(shapes[meta.task], 0.5))
         self.threshold_rule = "0.5"
+        # the windows of a record are combined as probabilities (models/windows.py)
+        one_logit = self.num_outputs(meta, o) == 1 or meta.task == "multilabel"
+        self.window_link = "sigmoid" if one_logit else "softmax"
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Binary: P(positive) (N,); multiclass: softmax (N, C); multilabel: sigmoid (N, K)."""
@@ -155,13 +159,14 @@ class InferenceModel(nn.Module):
         super().__init__()
         self.preprocess, self.net, self.kind = task.preprocess, task.net, task.task
         self.one_logit = task.num_outputs(task.meta, task.options) == 1 and task.task == "binary"
+        self.windows, self.window_link = task.windows, task.window_link
         # calibrated probabilities; `threshold` is the decision the run chose (argmax: empty)
         self.register_buffer("temperature", task.temperature.detach().clone().cpu())
         self.register_buffer("threshold", task.threshold.detach().clone().cpu())
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         x = self.preprocess(x)
-        logits = self.net(x) if lengths is None else self.net(x, lengths=lengths)
+        logits = read_net(self.net, x, lengths, self.windows, self.window_link)
         logits = logits / self.temperature
         if self.kind == "multiclass" or (self.kind == "binary" and not self.one_logit):
             return logits.softmax(1)

@@ -19,6 +19,7 @@ from torchmetrics import MeanAbsoluteError
 
 from medpipe.data.processed import DatasetMeta
 from medpipe.evaluation.metrics import REGRESSION_METRICS, RegressionMetrics
+from medpipe.models.windows import read_net
 from medpipe.tasks.base import MedTask
 from medpipe.tasks.kinds import TaskKind, register_task_kind
 
@@ -120,12 +121,13 @@ class RegressionInferenceModel(nn.Module):
     def __init__(self, task: RegressionTask):
         super().__init__()
         self.preprocess, self.net = task.preprocess, task.net
+        self.windows = task.windows
         self.register_buffer("target_mean", task.target_mean.clone())
         self.register_buffer("target_std", task.target_std.clone())
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         x = self.preprocess(x)
-        raw = self.net(x) if lengths is None else self.net(x, lengths=lengths)
+        raw = read_net(self.net, x, lengths, self.windows, "identity")
         return raw[:, 0] * self.target_std + self.target_mean
 
 

@@ -83,6 +83,7 @@ def _dataset(
     rows: int,
     context: str,
     data_path: str | None,
+    split: str | None = None,
 ) -> DatasetInput:
     from mlflow.data.schema import TensorDatasetSchema
     from mlflow.entities import Dataset, DatasetInput, InputTag
@@ -106,6 +107,8 @@ def _dataset(
         "processed_sha256": meta.content_sha256,
         "fingerprint": meta.fingerprint,
     }
+    if missing := missing_profile(meta.source.get("missing"), split):
+        profile["missing"] = missing
     source_type, source = dataset_source(meta, data_path)
     return DatasetInput(
         dataset=Dataset(
@@ -118,6 +121,18 @@ def _dataset(
         ),
         tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)],
     )
+
+
+def missing_profile(missing: Any, split: str | None) -> dict[str, Any] | None:
+    """What a signal source's `info["missing"]` (preprocess.missing) counts for one split (None:
+    every split, summed: pooled data and cross-validation folds, whose rows mix the splits)."""
+    if not isinstance(missing, dict):
+        return None
+    out: dict[str, Any] = {"rule": missing.get("rule")}
+    for key, counts in missing.items():
+        if isinstance(counts, dict):
+            out[key] = counts.get(split, 0) if split in counts else sum(counts.values())
+    return out
 
 
 def fold_digest(content_sha256: str, split: str, rows: np.ndarray) -> str:
@@ -150,7 +165,18 @@ def split_inputs(
         else:
             digest, rows = fold_digest(meta.content_sha256, split, folds[split]), len(folds[split])
         name = f"{meta.name}/{split}"
-        inputs.append(_dataset(meta, folder, name, digest, rows, CONTEXTS[split], data_path))
+        inputs.append(
+            _dataset(
+                meta,
+                folder,
+                name,
+                digest,
+                rows,
+                CONTEXTS[split],
+                data_path,
+                split if folds is None else None,
+            )
+        )
     return inputs
 
 

@@ -40,9 +40,10 @@ PosFloat = Annotated[float, Field(gt=0)]
 class SignalWindow(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["fixed", "sliding", "none"] = "none"
+    mode: Literal["fixed", "sliding", "none", "random"] = "none"
     length: PosInt | None = None  # samples at the final rate (a maximum for mode none)
-    stride: PosInt | None = None
+    stride: PosInt | None = None  # sliding: between samples; random: between inference windows
+    aggregate: Literal["mean", "max"] = "mean"  # random: how the windows' outputs are combined
 
 
 class SignalPreprocess(BaseModel):
@@ -54,6 +55,8 @@ class SignalPreprocess(BaseModel):
     bandpass: Annotated[list[PosFloat], Field(min_length=2, max_length=2)] | None = None
     bandpass_order: Annotated[int, Field(ge=1, le=10)] = 3
     zscore: bool = False
+    # NaN/inf samples (medpipe.data.signal step 1): zero_and_mask adds a mask channel (C + 1)
+    missing: Literal["error", "drop_record", "interpolate", "zero_and_mask"] = "error"
     window: SignalWindow = SignalWindow()
 
 
@@ -88,10 +91,20 @@ class SignalOptions(DataOptions):
                     f"preprocess.bandpass: high {high} Hz must be below fs/2 = {fs / 2:g} Hz "
                     f"(fs {fs:g} Hz after resampling)"
                 )
-        if w.mode in ("fixed", "sliding") and w.length is None:
+        if w.mode in ("fixed", "sliding", "random") and w.length is None:
             raise ValueError(f"preprocess.window.length: required by window.mode={w.mode}")
         if w.mode == "sliding" and w.stride is None:
             raise ValueError("preprocess.window.stride: required by window.mode=sliding")
+        if w.mode == "random" and w.stride is not None and w.stride > (w.length or 0):
+            raise ValueError(
+                f"preprocess.window.stride: {w.stride} leaves samples between the inference "
+                f"windows of length {w.length}; use a stride of at most the length"
+            )
+        if w.aggregate != "mean" and w.mode != "random":
+            raise ValueError(
+                f"preprocess.window.aggregate: {w.aggregate} combines the windows of "
+                "window.mode=random only"
+            )
         return self
 
 
@@ -172,7 +185,10 @@ def _package_version(name: str) -> str:
 
 
 def _preprocess_desc(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {"preprocess": cfg.get("preprocess") or {}, "signal_version": signal.SIGNAL_VERSION}
+    pre = dict(cfg.get("preprocess") or {})
+    if pre.get("missing", "error") == "error":  # the default output: fingerprints stay as they were
+        pre.pop("missing", None)
+    return {"preprocess": pre, "signal_version": signal.SIGNAL_VERSION}
 
 
 # -- PhysioNet/CinC Challenge 2017 -----------------------------------------------------------------
@@ -315,6 +331,13 @@ class PhysioNet2017Source(Source):
             labels,
             classes=PHYSIONET2017_CLASSES,
         )
+        missing = signal.missing_summary(
+            pre,
+            [signal.count_missing(r) for r in records],
+            parts,
+            [r for r, _ in rows],
+            str(folder),
+        )
         names = np.array([r for r, _ in rows])
         splits = {}
         for s in SPLITS:
@@ -338,6 +361,7 @@ class PhysioNet2017Source(Source):
                 ],
                 "records_per_split": {s: len(parts[s]) for s in SPLITS},
                 **split_info,
+                **({"missing": missing} if missing else {}),
             },
             score_classes=["N", "A", "O"],
         )
@@ -513,9 +537,14 @@ class WFDBSource(Source):
         fs_out = None
         skipped_edge = 0
         windows_without_beats = 0
+        n_missing = []
         for record in records:
             x, fs, ann_samples, symbols = self.read(folder, record)
-            y, fs_out = signal.filter_record(x, fs, pre, f"{folder / record}")
+            n_missing.append(signal.count_missing(x))
+            try:
+                y, fs_out = signal.filter_record(x, fs, pre, f"{folder / record}")
+            except signal.DroppedRecord:  # missing=drop_record; counted by missing_summary
+                continue
             is_beat = np.array([s in AAMI_SYMBOLS for s in symbols], bool)
             for s in symbols[~is_beat]:
                 info["skipped_symbols"][str(s)] = info["skipped_symbols"].get(str(s), 0) + 1
@@ -556,6 +585,13 @@ class WFDBSource(Source):
                         wins.append(y[:, start : start + win])
                     if wins:
                         hr_parts[s].append((np.stack(wins), np.array(rates, np.float32)))
+        # every record feeds every split (beats are split at random, heart-rate windows by
+        # time), so the counts are of all records
+        missing = signal.missing_summary(
+            pre, n_missing, {"all": np.arange(len(records))}, records, str(folder)
+        )
+        if missing:
+            info["missing"] = missing
         info["fs"] = fs_out
         if target == "beats":
             x = np.concatenate(xs).astype(np.float32)
@@ -672,6 +708,8 @@ class SyntheticECGSource(Source):
         fs, duration = float(c["fs"]), float(c["duration_s"])
         pre = c.get("preprocess") or {}
         splits = {}
+        n_missing: list[int] = []  # generated records have none; the counts say so
+        groups = {}
         for i, split in enumerate(SPLITS):
             rng = np.random.default_rng([int(c["seed"]), i])
             n = int(c[f"n_{split}"])
@@ -683,15 +721,24 @@ class SyntheticECGSource(Source):
                 )
                 records.append(x[None])
                 targets.append(true_rate)
+            groups[split] = np.arange(len(n_missing), len(n_missing) + n)
+            n_missing += [signal.count_missing(r) for r in records]
             x, lengths, rec = signal.preprocess_records(
                 records, fs, pre, names=[f"synthetic_ecg {split} record {j}" for j in range(n)]
             )
             splits[split] = Split(x, np.array(targets, np.float32)[rec], lengths)
+        missing = signal.missing_summary(
+            pre, n_missing, groups, [str(i) for i in range(len(n_missing))], "synthetic_ecg"
+        )
         return SourceData(
             splits,
             "regression",
             "signal",
             ["heart_rate_bpm"],
             1.0,
-            info={"generator": "neurokit2 ecg_simulate (simple)", "fs": signal.final_rate(fs, pre)},
+            info={
+                "generator": "neurokit2 ecg_simulate (simple)",
+                "fs": signal.final_rate(fs, pre),
+                **({"missing": missing} if missing else {}),
+            },
         )

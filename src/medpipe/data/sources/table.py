@@ -1,7 +1,9 @@
 """Signals from a delimited text table: one series per row, the label in the first or last column.
 
-Blank lines are ignored. Every row must have the same number of columns; a ragged row, a value that
-is not a number, NaN or inf is a DataError naming the file and line.
+Blank lines are ignored. Every row must have the same number of columns; a ragged row or a value that
+is not a number is a DataError naming the file and line. A missing sample (an empty cell, nan, inf)
+is one too under `preprocess.missing: error` (the default); the other rules read it as NaN and
+handle it (medpipe.data.signal).
 """
 
 from __future__ import annotations
@@ -46,9 +48,17 @@ def sniff_delimiter(line: str) -> str | None:
 
 
 def read_table(
-    path: Path, delimiter: str = "auto", header: bool = False, label_column: str = "last"
+    path: Path,
+    delimiter: str = "auto",
+    header: bool = False,
+    label_column: str = "last",
+    allow_missing: bool = False,
 ) -> tuple[np.ndarray, list[str], list[int]]:
-    """Return series (N, T) float64, their label texts and their 1-based line numbers."""
+    """Return series (N, T) float64, their label texts and their 1-based line numbers.
+
+    `allow_missing`: an empty sample cell is read as NaN and NaN/inf samples are kept (the
+    preprocess block's `missing` rule handles them); otherwise both are DataErrors.
+    """
     try:
         text = path.read_text()
     except UnicodeDecodeError:
@@ -89,6 +99,8 @@ def read_table(
             )
         labels.append(f.pop(lab))
         linenos.append(lineno)
+        if allow_missing:
+            f = [v if v else "nan" for v in f]
         try:
             x[r] = np.array(f, dtype=np.float64)
         except ValueError:
@@ -97,7 +109,7 @@ def read_table(
                 f"{path}:{lineno}: value {v!r} (column {col + 1 + (lab == 0)}) is not a number; "
                 "expected numeric samples"
             ) from None
-        if not np.isfinite(x[r]).all():
+        if not allow_missing and not np.isfinite(x[r]).all():
             col = int(np.nonzero(~np.isfinite(x[r]))[0][0])
             raise DataError(
                 f"{path}:{lineno}: value {f[col]!r} (column {col + 1 + (lab == 0)}) is not "
@@ -173,6 +185,7 @@ class TableSource(Source):
             str(c.get("delimiter", "auto")),
             bool(c.get("header", False)),
             str(c.get("label_column", "last")),
+            allow_missing=signal.missing_rule(c.get("preprocess")) != "error",
         )
 
     def _targets(
@@ -241,6 +254,7 @@ class TableSource(Source):
         records = [row[None] for f in files for row in f[0]]
         names = [f"{p}:{ln}" for _, _, lns, p in files for ln in lns]
         xp, lengths, rec = signal.preprocess_records(records, fs, pre, names=names)
+        n_missing = [signal.count_missing(r) for r in records]
         y_all = np.concatenate(ys)
         n_main = len(files[0][0])
         seed = int(c.get("seed", 0))
@@ -253,11 +267,14 @@ class TableSource(Source):
             f_train, f_val = fractions[0], fractions[1]
             parts, info = _two_way(n_main, f_val / (f_train + f_val), seed, strat)
             parts["test"] = np.arange(n_main, n_main + len(files[1][0]))
+        missing = signal.missing_summary(pre, n_missing, parts, names, str(path))
         splits = {}
         for s in SPLITS:
             keep = np.isin(rec, parts[s])
             splits[s] = Split(xp[keep], y_all[rec[keep]], lengths[keep])
         info.update({"fs": signal.final_rate(fs, pre), "rows": len(y_all)})
+        if missing:
+            info["missing"] = missing
         return SourceData(splits, task, "signal", classes, 1.0, info)
 
 
