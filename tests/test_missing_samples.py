@@ -19,6 +19,7 @@ from medpipe.data.signal_files import read_signal_file, windows_for_prediction
 from medpipe.errors import ConfigError, DataError
 from medpipe.predicting import predict_files
 from medpipe.tracking.mlflow_run import missing_profile
+from test_ecg_data import table_cfg as ecg_table_cfg
 
 COMMON = {"kind": "signal", "normalize": "zscore", "batch_size": 8}
 
@@ -230,6 +231,32 @@ def test_physionet_with_gaps_under_each_rule(tmp_path):
     assert a == b and "missing" not in read_meta(a).source
 
 
+def test_augmentation_leaves_the_mask_channel_alone(tmp_path, make_cfg):
+    """Noise, scaling and wander act on the signal channels; the observation mask stays 0/1."""
+    import torch
+
+    from medpipe.building import build_datamodule
+
+    src = write_physionet_gaps(tmp_path / "pn", set(range(10)))
+    c = make_cfg(
+        "experiment=ecg_af_crnn",
+        f"data.path={src}",
+        "data.split=[0.6,0.2,0.2]",
+        "data.preprocess.missing=zero_and_mask",
+        "data.preprocess.window.length=400",
+        "augmentation=ecg_morphology",
+    )
+    from omegaconf import OmegaConf
+
+    dm = build_datamodule(OmegaConf.to_container(c, resolve=True), seed=0)
+    dm.setup("fit")
+    x, _, _ = next(iter(dm.train_dataloader()))
+    stored = torch.as_tensor(read_split(dm.folder, "train").x)
+    assert set(torch.unique(x[:, -1]).tolist()) == {0.0, 1.0}
+    assert torch.equal(x[:, -1].sort(0).values, stored[: len(x), -1].sort(0).values)
+    assert not torch.equal(x[:, 0], stored[: len(x), 0])  # the signal itself is augmented
+
+
 def test_physionet_drop_record_emptying_a_split_names_it(tmp_path):
     src = write_physionet_gaps(tmp_path / "pn", set(range(10)) - {0})
     with pytest.raises(DataError, match=r"every one of the \d+ (val|test|train) record\(s\)"):
@@ -256,22 +283,7 @@ def test_the_counts_reach_the_mlflow_dataset_profile(tmp_path):
 
 # -- the table source --------------------------------------------------------------------------
 def table_cfg(path: Path, rule: str) -> dict:
-    return {
-        "name": "table",
-        "source": "table",
-        "path": str(path),
-        "test_path": None,
-        "delimiter": "auto",
-        "label_column": "last",
-        "header": False,
-        "fs": 100,
-        "task": "multiclass",
-        "classes": None,
-        "split": [0.6, 0.2, 0.2],
-        "seed": 0,
-        "preprocess": {"missing": rule, "window": {"mode": "none"}},
-        **COMMON,
-    }
+    return ecg_table_cfg(path, preprocess={"missing": rule, "window": {"mode": "none"}})
 
 
 def test_table_with_empty_and_nan_cells(tmp_path):

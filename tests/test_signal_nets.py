@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from medpipe.models.nets import InceptionTime, ResNet1D
 from medpipe.models.nets.registry import net_class
 from medpipe.paths import conf_dir
+from test_sequence_nets import _padded_equals_unpadded
 
 from conftest import run_cli
 
@@ -69,22 +70,14 @@ def test_padded_equals_unpadded(name, channels):
     """A record padded with junk (normalised padding is not zero) gives the unpadded record's
     output, whatever the junk; in a batch too, next to records of other lengths."""
     net = _warm_batch_norm(NETS[name](channels), channels)
-    t = 101
     lengths = [37, 101, 1, 64]
-    records = [torch.randn(1, channels, n) for n in lengths]
-    batch = torch.randn(len(lengths), channels, t) * 3 + 1
-    for i, r in enumerate(records):
-        batch[i, :, : r.shape[-1]] = r[0]
-    with torch.no_grad():
-        padded = net(batch, torch.tensor(lengths))
-        for i, r in enumerate(records):
-            alone = net(r)
-            torch.testing.assert_close(padded[i], alone[0], atol=1e-5, rtol=1e-5)
-            one = batch[i : i + 1].clone()
-            length = torch.tensor([lengths[i]])
-            torch.testing.assert_close(net(one, length), alone, atol=1e-5, rtol=1e-5)
-            one[..., lengths[i] :] = torch.randn_like(one[..., lengths[i] :]) * 10 - 5
-            torch.testing.assert_close(net(one, length), alone, atol=1e-5, rtol=1e-5)
+    _padded_equals_unpadded(net, lengths, t=101, channels=channels)
+    with torch.no_grad():  # a batch of one, and other junk in its padding
+        for n in lengths:
+            record = torch.randn(1, channels, n)
+            alone = net(record)
+            one = torch.cat([record, torch.randn(1, channels, 101 - n) * 10 - 5], -1)
+            torch.testing.assert_close(net(one, torch.tensor([n])), alone, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(NETS))

@@ -28,7 +28,7 @@ from medpipe.data.loader_choice import (
 )
 from medpipe.data.prepare import prepare_dataset
 from medpipe.data.processed import SPLITS, DatasetMeta, read_meta
-from medpipe.data.transforms import build_transforms
+from medpipe.data.transforms import SignalChannelsOnly, build_transforms, has_mask_channel
 from medpipe.errors import ConfigError
 from medpipe.models.nets.registry import net_class
 from medpipe.resuming import last_checkpoint_callback
@@ -86,7 +86,14 @@ def build_datamodule(
     loader = choice.loader
     transform = None
     if loader == "workers":  # MONAI lists are tried once on the data's sample shape here
-        transform = build_transforms(ops, seed, data["kind"], read_meta(folder).sample_shape)
+        meta = read_meta(folder)
+        shape = list(meta.sample_shape)
+        masked = has_mask_channel(meta.source)
+        if masked:  # the observation mask is not augmented
+            shape[0] -= 1
+        transform = build_transforms(ops, seed, data["kind"], shape)
+        if masked and transform is not None:
+            transform = SignalChannelsOnly(transform)
     batch_augment = BatchAugment(ops, seed) if loader == "memory" and ops else None
     return MedDataModule(
         folder,

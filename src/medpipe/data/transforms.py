@@ -65,6 +65,23 @@ def build_transforms(
     return build_monai(ops, seed, sample_shape)
 
 
+class SignalChannelsOnly:
+    """A per-sample transform applied to every channel but the last, the observation mask of
+    `data.preprocess.missing=zero_and_mask`: noise, scaling or wander added to the mask would make
+    observed samples look filled and gaps look observed."""
+
+    def __init__(self, transform: Callable[[np.ndarray], np.ndarray]):
+        self.transform = transform
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.concatenate([self.transform(x[:-1]), x[-1:]]).astype(x.dtype, copy=False)
+
+
+def has_mask_channel(source: dict[str, Any] | None) -> bool:
+    """Whether processed signal data carries an observation mask as its last channel."""
+    return ((source or {}).get("preprocess") or {}).get("missing") == "zero_and_mask"
+
+
 def build_albumentations(
     ops: Sequence[dict[str, Any]], seed: int
 ) -> Callable[[np.ndarray], np.ndarray] | None:
