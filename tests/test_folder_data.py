@@ -286,6 +286,7 @@ def test_streaming_writer_and_sums(tmp_path):
         short.close()
 
 
+@pytest.mark.slow  # a training run; the default suite stays under 10 minutes on 2 cores
 def test_image_folder_run_records_its_files(tmp_path, patients):
     """A labels table with patient ids trains end to end; the data's meta says how it was split."""
     root, rows = patients

@@ -75,6 +75,7 @@ def pneumonia(tmp_path_factory):
     return root, run_id, test["test_images"], test["test_labels"][:, 0]
 
 
+@pytest.mark.slow  # trains on PneumoniaMNIST; the default suite stays under 10 minutes
 @needs_shared_data
 def test_png_round_trip_equals_the_runs_own_predictions(pneumonia):
     root, _, images, labels = pneumonia

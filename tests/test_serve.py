@@ -94,6 +94,7 @@ def trained(tmp_path_factory):
     return root, uri, run.info.run_id, x, kept_probs
 
 
+@pytest.mark.slow  # a training run and a REST server; the default suite stays under 10 minutes
 def test_compare_registers_the_best_model_and_its_alias_serves_it(trained, tmp_path):
     """The default run's one server: models:/NAME@champion, registered by compare, answers a
     REST request with the probabilities of the run's model (loaded by its run and by the alias)
