@@ -19,7 +19,7 @@ medpipe first) in one process; each round's ratio compares the two runs of that 
 Sequence models run on their experiments' data: `crnn2d` is experiment=adrenal3d_crnn on
 AdrenalMNIST3D 28^3 volumes (../shared/data, no augmentation, in memory), `rnn` experiment=ecg_hr_rnn
 on synthetic ECG windows (regression: the plain loop computes the same z-scored Huber loss, and both
-pass the records' lengths to the net), `inception1d` the same experiment with model=inception1d.
+pass the records' lengths to the net), `inception1d` experiment=ecg_hr_inception (the same data).
 
     python -m benchmarks.bench_overhead                # CPU: CNN, ResNet-18, CRNN, RNN, Inception
     python -m benchmarks.bench_overhead --device cuda  # GPU set (bf16-mixed)
@@ -109,8 +109,8 @@ EXPERIMENTS = {
         f"data.path={ADRENAL_NPZ}",
     ],
     "rnn": ["experiment=ecg_hr_rnn"],
-    # the RNN's experiment and data with InceptionTime; `frame` is an RNN option
-    "inception1d": ["experiment=ecg_hr_rnn", "model=inception1d", "~model.net.frame"],
+    # the heart-rate recipe with InceptionTime (half width, stem pool 2), on the RNN's data
+    "inception1d": ["experiment=ecg_hr_inception"],
 }
 GPU_PLAN = {
     "cnn": {
@@ -152,7 +152,7 @@ GPU_PLAN = {
 SEQUENCE_NOTE = (
     "crnn2d: experiment=adrenal3d_crnn on AdrenalMNIST3D 28^3 (no augmentation); rnn: "
     "experiment=ecg_hr_rnn on synthetic 10 s ECG windows (regression, lengths passed to the net); "
-    "inception1d: the same experiment and data with model=inception1d."
+    "inception1d: experiment=ecg_hr_inception (InceptionTime, the same data)."
 )
 
 
