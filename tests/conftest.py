@@ -319,3 +319,16 @@ def invoke(url: str, x: np.ndarray) -> np.ndarray:
         assert r.status == 200
         answer = json.loads(r.read())
     return np.asarray(answer["predictions"], dtype=np.float64)
+
+
+@pytest.fixture
+def one_seeded_thread():
+    """One torch thread (tiny nets run fastest so, and a busy machine slows them least) and a
+    fixed seed; the thread count is restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)

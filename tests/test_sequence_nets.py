@@ -24,14 +24,7 @@ from medpipe.models.nets.registry import net_class
 from medpipe.models.nets.rnn import length_mask
 from medpipe.paths import conf_dir
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_seeded_thread")  # tiny nets: 1 thread is fastest
 
 
 def _small_rnn(**kw):

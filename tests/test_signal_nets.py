@@ -16,14 +16,7 @@ from test_sequence_nets import _padded_equals_unpadded
 
 from conftest import run_cli
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_seeded_thread")  # tiny nets: 1 thread is fastest
 
 
 # small versions of each net (and option mix): fast, and still every code path
