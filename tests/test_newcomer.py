@@ -24,6 +24,8 @@ COMMANDS = {
     "compare": "medpipe.compare: list the MLflow runs of an experiment",
     "export": "medpipe.export: export a checkpoint written by medpipe.train to ONNX",
     "predict": "medpipe.predict: apply a trained model to your own files",
+    "privacy": "medpipe.privacy: look for patient identifiers",
+    "deidentify": "medpipe.deidentify: write de-identified copies of DICOM files",
 }
 
 

@@ -398,6 +398,51 @@ class CompareCfg(_Closed):
     hydra: Any = None
 
 
+class PrivacyScanCfg(_Closed):
+    """conf/privacy.yaml (`python -m medpipe.privacy scan`)."""
+
+    task_name: str = "privacy"
+    target: Annotated[str, Field(min_length=1)]
+    dicom: Annotated[str, Field(min_length=1)]
+    output: str | None = None
+    tracking_uri: str | None = None
+    paths: PathsCfg
+    hydra: Any = None
+
+
+class DeidentifyCfg(_Closed):
+    """conf/deidentify.yaml (`python -m medpipe.deidentify`); `in` is a Python keyword."""
+
+    task_name: str = "deidentify"
+    in_: Annotated[str, Field(min_length=1)] = Field(alias="in")
+    out: Annotated[str, Field(min_length=1)]
+    force: bool = False
+    seed: str | int | None = None
+    paths: PathsCfg
+    hydra: Any = None
+
+
+def _privacy_problems(c: dict[str, Any]) -> list[str]:
+    problems = pydantic_problems("", PrivacyScanCfg, c)
+    target = c.get("target")
+    if target and not str(target).startswith("runs:/") and not Path(str(target)).exists():
+        problems.append(
+            f"target: not found: {Path(str(target)).resolve()} (a folder, a file or runs:/<run_id>)"
+        )
+    return problems + _check_file("dicom", c.get("dicom"), is_dir=True)
+
+
+def _deidentify_problems(c: dict[str, Any]) -> list[str]:
+    problems = pydantic_problems("", DeidentifyCfg, c)
+    if problems or not c.get("in") or not c.get("out"):
+        return problems
+    from medpipe.privacy.deidentifying import folder_problems
+
+    return folder_problems(
+        Path(str(c["in"])).expanduser(), Path(str(c["out"])).expanduser(), bool(c.get("force"))
+    )
+
+
 class CallbacksCfg(_Open):
     """progress_bar, plus named callbacks: each a mapping with `_target_` (instantiated)."""
 
@@ -652,6 +697,10 @@ def validate(cfg: DictConfig | dict[str, Any], config_name: str = "train") -> di
         problems = _predict_problems(c)
     elif config_name == "compare":
         problems = pydantic_problems("", CompareCfg, c)
+    elif config_name == "privacy":
+        problems = _privacy_problems(c)
+    elif config_name == "deidentify":
+        problems = _deidentify_problems(c)
     else:
         raise ValueError(f"no checks for config '{config_name}'")
     said = {line.split(":", 1)[0] for line in refused}  # a refused key: that one line only
