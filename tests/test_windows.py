@@ -185,3 +185,22 @@ def test_a_record_is_predicted_from_all_its_windows_in_evaluate_and_predict(tmp_
             assert float(got[key]) == pytest.approx(float(row[key]), abs=1e-5)
         n = seconds[[5, 12, 35, 40][int(row["record_id"][1:]) % 4 - 1]]
         assert int(got["windows"]) == len(window_starts(n, 1000, 500))
+
+
+def test_aggregate_changes_the_fingerprint_only_where_it_is_read(tmp_path):
+    """`window.aggregate` is read by the task in random mode only: elsewhere the processed
+    folder (its fingerprint) stays what it was before the key existed."""
+    from medpipe.data.sources import make_source
+    from test_ecg_data import physionet_cfg, write_physionet
+
+    folder = write_physionet(tmp_path / "pn", n=8)
+
+    def describe(**window):
+        cfg = physionet_cfg(folder)
+        cfg["preprocess"]["window"] = window
+        return make_source(cfg, "").describe()
+
+    fixed = {"mode": "fixed", "length": 3000}
+    assert describe(**fixed) == describe(**fixed, aggregate="mean")
+    random = {"mode": "random", "length": 1000}
+    assert describe(**random, aggregate="mean") != describe(**random, aggregate="max")

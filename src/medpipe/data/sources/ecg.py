@@ -188,6 +188,10 @@ def _preprocess_desc(cfg: dict[str, Any]) -> dict[str, Any]:
     pre = dict(cfg.get("preprocess") or {})
     if pre.get("missing", "error") == "error":  # the default output: fingerprints stay as they were
         pre.pop("missing", None)
+    window = dict(pre.get("window") or {})
+    if "aggregate" in window and window.get("mode") != "random":  # read in random mode only
+        del window["aggregate"]
+        pre["window"] = window
     return {"preprocess": pre, "signal_version": signal.SIGNAL_VERSION}
 
 
