@@ -291,12 +291,7 @@ def test_an_optuna_search_with_storage_resumes_its_study(tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     args = [
         "hparams_search=synthetic_tpe",
-        "trainer.max_epochs=1",
-        "data.n_train=256",
-        "data.n_val=128",
-        "data.n_test=128",
-        "callbacks.progress_bar=none",
-        "log_model=false",
+        *TINY,
         f"hydra.sweeper.storage={storage}",
         f"paths.root_dir={tmp_path}",
     ]

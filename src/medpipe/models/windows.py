@@ -161,9 +161,10 @@ def read_net(
     lengths: torch.Tensor | None,
     reading: WindowReading | None,
     link: str,
+    training: bool = False,
 ) -> torch.Tensor:
-    """Inference: the net's raw outputs for whole records, through their windows when the data
-    is read in windows (the exported models' path; the task's forward does the same)."""
+    """The net's raw outputs for a batch, through the records' windows when the data is read in
+    windows: the one call of the task's forward and of the exported inference models."""
     if reading is not None:
-        return read_windows(net, x, lengths, reading, link, training=False)
+        return read_windows(net, x, lengths, reading, link, training)
     return net(x) if lengths is None else net(x, lengths=lengths)

@@ -18,7 +18,7 @@ from torch import nn
 from medpipe.data.processed import DatasetMeta
 from medpipe.data.transforms import Normalizer
 from medpipe.models.optim import build_scheduler
-from medpipe.models.windows import WindowReading, read_windows
+from medpipe.models.windows import WindowReading, read_net
 
 
 def unpack(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -107,9 +107,7 @@ class MedTask(L.LightningModule):
         if self.memory_format is not None:
             x = x.contiguous(memory_format=self.memory_format)
         net = self._compiled() if self.compile_mode else self.net
-        if self.windows is not None:
-            return read_windows(net, x, lengths, self.windows, self.window_link, self.training)
-        return net(x) if lengths is None else net(x, lengths=lengths)
+        return read_net(net, x, lengths, self.windows, self.window_link, self.training)
 
     def _compiled(self) -> nn.Module:
         """torch.compile of the net, kept off the module tree: the checkpoint, the exported model
