@@ -180,6 +180,21 @@ class EvaluationCfg(_Closed):
     explain: ExplainCfg = ExplainCfg()
 
 
+class PrivacyCfg(_Closed):
+    """conf/privacy/<none|dp>.yaml: differentially private training and hashed ids."""
+
+    dp: bool = False
+    hash_ids: bool = False
+    salt_file: str = ".medpipe_salt"
+    max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
+    target_epsilon: Annotated[float, Field(gt=0)] | None = None
+    delta: Annotated[float, Field(gt=0, lt=1)] | None = None
+    noise_multiplier: Annotated[float, Field(ge=0)] | None = None
+    poisson_sampling: bool = True
+    accountant: Literal["prv", "rdp", "gdp"] = "prv"
+    fix_layers: bool = True
+
+
 class SweepCfg(_Closed):
     resume: str | None = None  # a sweep parent's run id (tracking/sweep.py)
 
@@ -204,6 +219,7 @@ class TrainCfg(_Closed):
     threshold: str | float = "youden"  # the operating point's rule (evaluation.operating_point)
     calibration: Literal["none", "temperature"] = "temperature"
     evaluation: EvaluationCfg = EvaluationCfg()
+    privacy: PrivacyCfg = PrivacyCfg()
     # the groups (checked by their own models)
     paths: dict[str, Any]
     data: dict[str, Any]
