@@ -108,9 +108,13 @@ def build_datamodule(
     )
 
 
-def build_task(c: dict[str, Any], meta: DatasetMeta, kind: TaskKind | None = None) -> MedTask:
+def build_task(
+    c: dict[str, Any], meta: DatasetMeta, kind: TaskKind | None = None, training: bool = False
+) -> MedTask:
     """The task kind's LightningModule around the configured net. `kind`: from check_run (which
-    is run here when the caller has not)."""
+    is run here when the caller has not). `training`: for this run's training (with privacy.dp
+    the net is made trainable by DP-SGD, or refused: medpipe.privacy.dp.private_net); else to
+    load a checkpoint of it."""
     if kind is None:
         c, kind = check_run(c, meta)
     model = c["model"]
@@ -123,6 +127,10 @@ def build_task(c: dict[str, Any], meta: DatasetMeta, kind: TaskKind | None = Non
         spatial_shape=meta.sample_shape[1:],
         **net_options,
     )
+    if (c.get("privacy") or {}).get("dp"):
+        from medpipe.privacy.dp import private_net
+
+        net = private_net(net, bool(c["privacy"].get("fix_layers", True)), training)
     task = kind.module(
         net,
         meta,

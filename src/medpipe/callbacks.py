@@ -162,7 +162,10 @@ class HistoryWriter(Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking:
             return
-        row = {"epoch": trainer.current_epoch + 1, **_scalars(trainer)}
+        row = {
+            "epoch": trainer.current_epoch + 1,
+            **_scalars(trainer, ("train/", "val/", "privacy/")),
+        }
         if trainer.optimizers:
             row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
         self.rows.append(row)

@@ -189,10 +189,105 @@ class PrivacyCfg(_Closed):
     max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
     target_epsilon: Annotated[float, Field(gt=0)] | None = None
     delta: Annotated[float, Field(gt=0, lt=1)] | None = None
-    noise_multiplier: Annotated[float, Field(ge=0)] | None = None
+    noise_multiplier: Annotated[float, Field(gt=0)] | None = None  # 0 would be no privacy
     poisson_sampling: bool = True
     accountant: Literal["prv", "rdp", "gdp"] = "prv"
     fix_layers: bool = True
+
+    @model_validator(mode="after")
+    def _one_noise_source(self):
+        if self.dp and (self.target_epsilon is None) == (self.noise_multiplier is None):
+            got = "neither" if self.target_epsilon is None else "both"
+            raise ValueError(
+                "privacy.dp needs exactly one of privacy.target_epsilon (the epsilon to spend) "
+                f"and privacy.noise_multiplier (got {got}); set the other to null"
+            )
+        return self
+
+
+def _privacy_train_problems(c: dict[str, Any]) -> list[str]:
+    """What DP-SGD (privacy.dp, medpipe.privacy.dp) cannot be combined with: one line each."""
+    privacy = c.get("privacy")
+    if not isinstance(privacy, dict) or privacy.get("dp") is not True:
+        return []
+    trainer, model = _section(c, "trainer"), _section(c, "model")
+    devices, strategy = trainer.get("devices", 1), str(trainer.get("strategy", "auto"))
+    problems = []
+    if str(c.get("task_kind")) == "gan":
+        problems.append("task_kind: privacy.dp trains classifiers and regressors, not GANs")
+    if (
+        (isinstance(devices, int) and devices > 1)
+        or (isinstance(devices, list) and len(devices) > 1)
+        or devices in (-1, "-1")
+        or strategy.startswith(("ddp", "fsdp", "deepspeed"))
+        or int(trainer.get("num_nodes") or 1) > 1
+    ):
+        problems.append(
+            "trainer.devices: privacy.dp trains on one device (no DDP: each rank would add its "
+            "own noise and sample its own batches); use trainer.devices=1 and strategy=auto"
+        )
+    if int(trainer.get("accumulate_grad_batches") or 1) > 1:
+        problems.append(
+            "trainer.accumulate_grad_batches: not with privacy.dp (a step's batch is one Poisson "
+            "sample); use 1 and a larger data.batch_size"
+        )
+    if trainer.get("gradient_clip_val"):
+        problems.append(
+            "trainer.gradient_clip_val: not with privacy.dp, which clips each sample's gradient "
+            "to privacy.max_grad_norm; set it to null"
+        )
+    if str(trainer.get("precision")) in ("16", "16-mixed"):
+        problems.append(
+            "trainer.precision: 16-mixed scales the loss, and so the per-sample gradients "
+            "privacy.max_grad_norm clips; use 32 or bf16-mixed with privacy.dp"
+        )
+    if c.get("compile") not in (False, None):
+        problems.append("compile: not with privacy.dp (Opacus' per-sample hooks); set false")
+    if model.get("class_weights") is not None and model.get("loss", "cross_entropy") != "bce":
+        problems.append(
+            "model.class_weights: with privacy.dp a weighted cross-entropy divides by the batch's "
+            "weight sum, which ties samples' gradients together; use class_weights=null or loss=bce"
+        )
+    return problems
+
+
+class FederateCfg(_Closed):
+    """conf/federate.yaml's `fl` section (python -m medpipe.federate; medpipe.federated)."""
+
+    clients: PosInt = 4
+    rounds: PosInt = 10
+    local_epochs: PosInt = 1
+    partition: Literal["iid", "dirichlet"] = "iid"
+    alpha: Annotated[float, Field(gt=0)] = 0.5
+    min_samples: PosInt = 1
+    strategy: Literal["fedavg", "fedprox"] = "fedavg"
+    proximal_mu: Annotated[float, Field(ge=0)] = 0.01
+    fraction_fit: Annotated[float, Field(gt=0, le=1)] = 1.0
+    min_fit_clients: PosInt | None = None
+    min_available_clients: PosInt | None = None
+    seed: int | None = None
+    round_timeout: Annotated[float, Field(gt=0)] = 3600
+    connect_timeout: Annotated[float, Field(gt=0)] = 300
+    host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+
+
+def _federate_problems(c: dict[str, Any]) -> list[str]:
+    """The `fl` section, and what federated training does not combine with."""
+    fl = _section(c, "fl")
+    problems = pydantic_problems("fl", FederateCfg, fl)
+    clients = fl.get("clients")
+    for key in ("min_fit_clients", "min_available_clients"):
+        value = fl.get(key)
+        if isinstance(clients, int) and isinstance(value, int) and value > clients:
+            problems.append(f"fl.{key}: {value} is more than fl.clients={clients}")
+    if int((_section(c, "cv")).get("folds") or 0) >= 2:
+        problems.append("cv.folds: cross-validation is not run federated; set cv.folds=0")
+    if (_section(c, "privacy")).get("dp"):
+        problems.append("privacy.dp: differentially private federated training is not supported")
+    if (_section(c, "trainer")).get("fast_dev_run"):
+        problems.append("trainer.fast_dev_run: not with federated training (use fl.rounds=1)")
+    return problems
 
 
 class SweepCfg(_Closed):
@@ -343,6 +438,7 @@ class PrepareCfg(_Closed):
     out: str | None = None
     force: bool = False
     data: dict[str, Any]
+    privacy: PrivacyCfg = PrivacyCfg()  # hash_ids and salt_file are read (the record ids)
     paths: PathsCfg
     allowed_targets: list[str] = []  # your module prefixes a `_target_` may name (targets.py)
     hydra: Any = None
@@ -361,6 +457,7 @@ class PredictCfg(_Closed):
     threshold: Annotated[float, Field(gt=0, lt=1)] | None = None
     aggregate: Literal["mean", "max", "first"] = "mean"
     fs: Annotated[float, Field(gt=0)] | None = None
+    privacy: PrivacyCfg = PrivacyCfg()  # hash_ids and salt_file are read (the input column)
     paths: PathsCfg
     allowed_targets: list[str] = []  # your module prefixes a `_target_` may name (targets.py)
     hydra: Any = None
@@ -600,6 +697,7 @@ def _augmentation_problems(c: dict[str, Any]) -> list[str]:
 def _validate_train(c: dict[str, Any]) -> list[str]:
     problems = pydantic_problems("", TrainCfg, c)
     problems += _cv_problems(c)
+    problems += _privacy_train_problems(c)
     problems += pydantic_problems("paths", PathsCfg, _section(c, "paths"))
     problems += data_problems(_section(c, "data"))
     data = _section(c, "data")
@@ -717,6 +815,10 @@ def validate(cfg: DictConfig | dict[str, Any], config_name: str = "train") -> di
         problems = _privacy_problems(c)
     elif config_name == "deidentify":
         problems = _deidentify_problems(c)
+    elif config_name == "federate":  # the training config plus its `fl` section
+        refused += target_problems(c)
+        train = {k: v for k, v in c.items() if k != "fl"}
+        problems = _validate_train(train) + _multirun_problems(train) + _federate_problems(c)
     else:
         raise ValueError(f"no checks for config '{config_name}'")
     said = {line.split(":", 1)[0] for line in refused}  # a refused key: that one line only

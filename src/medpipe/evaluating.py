@@ -82,6 +82,7 @@ def restore(c: dict[str, Any]) -> tuple[dict[str, Any], Path, dict | None, MedTa
         run_cfg["paths"]["processed_dir"],
         run_cfg["paths"]["raw_dir"],
         tracking_uri=runs_tracking_uri(run_cfg),
+        privacy=run_cfg.get("privacy"),  # hashed record ids, as the run stored them
     )
     folds = None
     if (run_cfg.get("cv") or {}).get("fold") is not None:  # one fold of a cross-validation

@@ -7,7 +7,8 @@ point and how a file is read (`reading`: the data keys of medpipe.data.sources.b
 Files are read exactly as the training data was prepared (medpipe.data.files for images and
 volumes, medpipe.data.signal for signals), predicted in batches, and written to predictions.csv
 (atomically), one row per sample; an input that cannot be read gets a row with its reason and the
-others are still predicted.
+others are still predicted. The `input` column names each file as found, or, under
+`privacy.hash_ids=true`, holds its salted hash (`hash_inputs`).
 """
 
 from __future__ import annotations
@@ -314,12 +315,32 @@ def write_predictions(path: Path, p: Predictor, rows: list[Row], threshold: Any)
         tmp.unlink(missing_ok=True)
 
 
+def hash_inputs(rows: list[Row], privacy: dict[str, Any] | None, inputs: str) -> None:
+    """Under privacy.hash_ids=true, each row's input (and its mention in an error) becomes its
+    salted hash (medpipe.privacy.hashing). With inputs=DIR the path under DIR is hashed: for a
+    folder of class subfolders, the same string a training on it stores as the record id, so
+    the same salt gives the same hash in both. Otherwise the path as found is hashed."""
+    from medpipe.privacy.hashing import hasher_of
+
+    hasher = hasher_of(privacy)
+    if hasher is None:
+        return
+    base = Path(inputs).expanduser()
+    prefix = f"{base}{os.sep}" if base.is_dir() else None
+    for r in rows:
+        name = r.input
+        key = name.removeprefix(prefix) if prefix and name.startswith(prefix) else name
+        r.input = hasher(key)
+        r.error = r.error.replace(name, r.input)
+
+
 def predict(c: dict[str, Any]) -> int:
     """Run a predict config; returns the number of inputs that failed."""
     torch.set_grad_enabled(False)
     p = load_predictor(c)
     files = expand_inputs(str(c["inputs"]), p.kind)
     rows = predict_files(p, files, int(c["batch_size"]), str(c["aggregate"]), c.get("fs"))
+    hash_inputs(rows, c.get("privacy"), str(c["inputs"]))
     op = p.card.get("operating_point") or {}
     threshold = c.get("threshold") if c.get("threshold") is not None else op.get("threshold")
     out = Path(c["output"])

@@ -159,8 +159,14 @@ def train_once(
     L.seed_everything(int(c["seed"]), workers=True, verbose=False)
     dm = build_datamodule(c, int(c["seed"]), folder, folds)
     meta = dm.meta
-    task = build_task(c, meta, kind)
+    task = build_task(c, meta, kind, training=True)
     callbacks, bar, history = build_callbacks(c, out_dir)
+    private = None
+    if (c.get("privacy") or {}).get("dp"):  # DP-SGD (medpipe.privacy.dp), planned before the run
+        from medpipe.privacy.dp import private_training
+
+        private = private_training(c, dm, kind, folds)
+        callbacks.insert(0, private)  # before the history and checkpoints read its epsilon
     fast = bool(c["trainer"].get("fast_dev_run"))
 
     run = None
@@ -168,11 +174,16 @@ def train_once(
     if rank_zero_only.rank == 0:
         (out_dir / "config.yaml").write_text(yaml.safe_dump(c, sort_keys=False))
     if "mlflow" in (c.get("logger") or {}) and not fast and rank_zero_only.rank == 0:
-        from medpipe.tracking.mlflow_run import split_inputs
+        from medpipe.tracking.mlflow_run import PendingRun, StartPendingRun, split_inputs
+        from medpipe.tracking.store import is_server, tracking_uri
 
-        if resume is not None and resume.run_id:
-            run = reattach(resume, bool((c["logger"]["mlflow"] or {}).get("synchronous", False)))
-        else:
+        def record(run) -> None:  # where resume= and evaluate find the run
+            write_json(
+                out_dir / "run.json",
+                {"run_id": run.run_id, "tracking_uri": run.uri, "experiment_id": run.experiment_id},
+            )
+
+        def new_run():
             inputs = split_inputs(meta, dm.folder, folds, c["data"].get("path"))
             tags = {
                 **(extra_tags or {}),
@@ -180,11 +191,21 @@ def train_once(
                 OUTPUT_DIR_TAG: str(out_dir.resolve()),  # where resume= finds last.ckpt
             }
             run = create_run(c, meta, kind, tags, run_suffix, inputs)
+            if private is not None:
+                run.log_params(private.plan.params())
+            return run
+
+        mcfg = c["logger"]["mlflow"] or {}
+        if resume is not None and resume.run_id:
+            run = reattach(resume, bool(mcfg.get("synchronous", False)))
+            record(run)
+        elif is_server(tracking_uri(mcfg.get("tracking_uri"), c["paths"]["mlflow_dir"])):
+            run = new_run()  # a server's address is checked before anything trains
+            record(run)
+        else:  # a local store: the run is created while the first epoch trains
+            run = PendingRun(new_run, record)
+            callbacks.append(StartPendingRun(run))
         loggers.append(run.logger)
-        write_json(
-            out_dir / "run.json",
-            {"run_id": run.run_id, "tracking_uri": run.uri, "experiment_id": run.experiment_id},
-        )
     if "csv" in (c.get("logger") or {}):
         from lightning.pytorch.loggers import CSVLogger
 
@@ -200,6 +221,8 @@ def train_once(
         )
         ckpt_path = str(resume.ckpt) if resume is not None and resume.ckpt.is_file() else None
         trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+        if run is not None and hasattr(run.logger, "flush"):
+            run.logger.flush()  # epoch metrics kept while the run was being created
         if run is not None and resume is not None and hasattr(run.logger, "skip"):
             fill_gaps(run, history.restored)  # epochs whose metrics the crash kept from MLflow
         ckpt = trainer.checkpoint_callback
@@ -243,6 +266,8 @@ def train_once(
             }
             if best_epoch:
                 summary["best_epoch"] = best_epoch["epoch"]
+            if private is not None:  # the epsilon spent by the whole training, and its settings
+                summary.update(private.summary())
             if run is not None:  # the run's val/* are the last epoch's; these are the best's
                 run.log_metrics(
                     {  # best/<monitor> is logged above, from the checkpoint

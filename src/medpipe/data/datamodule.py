@@ -105,6 +105,60 @@ class DeviceBatches:
                 )
 
 
+class PoissonBatches(DeviceBatches):
+    """privacy=dp: each of the epoch's ceil(N / batch_size) steps takes every training sample
+    independently with probability `sample_rate` (Poisson sampling, what DP-SGD's privacy
+    accounting assumes), so batch sizes vary around sample_rate * N and a batch can be empty.
+    Seeded per epoch, like the shuffled batches (a resumed run draws the same batches)."""
+
+    def __init__(self, *args, sample_rate: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sample_rate = sample_rate
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        masks = poisson_masks(len(self.x), self.sample_rate, len(self), self.seed, self.epoch_fn())
+        for mask in masks:
+            j = mask.nonzero().squeeze(1).to(self.x.device)
+            batch = (self.x.index_select(0, j), self.y.index_select(0, j))
+            yield batch if self.lengths is None else (*batch, self.lengths.index_select(0, j))
+
+
+def poisson_masks(n: int, rate: float, steps: int, seed: int, epoch: int) -> Iterator[torch.Tensor]:
+    """`steps` Bernoulli(rate) masks over n samples, from a generator seeded by seed and epoch."""
+    g = torch.Generator().manual_seed(seed + 1_000_003 * int(epoch) + 15_485_863)
+    for _ in range(steps):
+        yield torch.rand(n, generator=g) < rate
+
+
+class PoissonSampler(torch.utils.data.Sampler):
+    """PoissonBatches' sampling as a DataLoader batch sampler (the workers path)."""
+
+    def __init__(self, n: int, rate: float, steps: int, seed: int, epoch_fn: Callable[[], int]):
+        self.n, self.rate, self.steps, self.seed, self.epoch_fn = n, rate, steps, seed, epoch_fn
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for mask in poisson_masks(self.n, self.rate, self.steps, self.seed, self.epoch_fn()):
+            yield mask.nonzero().squeeze(1).tolist()
+
+
+class CollateWithEmpty:
+    """default_collate, and for an empty Poisson batch tensors with no rows of the right shapes."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __call__(self, items: list) -> tuple[torch.Tensor, ...]:
+        if items:
+            return torch.utils.data.default_collate(items)
+        return tuple(t.new_empty((0, *t.shape)) for t in self.dataset[0])
+
+
 class MedDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -137,6 +191,8 @@ class MedDataModule(L.LightningDataModule):
         self.splits: dict[str, Split] = {}
         self._device_splits: dict[str, tuple[torch.Tensor, ...]] = {}
         self.test_split = "test"  # what test_dataloader() serves: "val" to collect its outputs
+        # privacy=dp: training batches are Poisson samples at this rate (medpipe.privacy.dp)
+        self.poisson_rate: float | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.batch_augment is not None and self.trainer is not None:
@@ -185,6 +241,8 @@ class MedDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, train: bool):
         batch = self.batch_size if train else self.eval_batch_size
+        if train and self.poisson_rate is not None:
+            return self._poisson_loader(split)
         if self.loader == "memory":
             x, y, *lengths = self._device_splits[split]
             rank, world = self._rank_world()
@@ -208,6 +266,30 @@ class MedDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed) if train else None,
+        )
+
+    def _poisson_loader(self, split: str):
+        if self.loader == "memory":
+            x, y, *lengths = self._device_splits[split]
+            return PoissonBatches(
+                x,
+                y,
+                self.batch_size,
+                lengths=lengths[0] if lengths else None,
+                shuffle=True,
+                seed=self.seed,
+                epoch_fn=self._epoch,
+                sample_rate=self.poisson_rate,
+            )
+        ds = ArrayDataset(self.splits[split], self.train_transform)
+        steps = math.ceil(len(ds) / self.batch_size)
+        return DataLoader(
+            ds,
+            batch_sampler=PoissonSampler(len(ds), self.poisson_rate, steps, self.seed, self._epoch),
+            collate_fn=CollateWithEmpty(ds),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self):

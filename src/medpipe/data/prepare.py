@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from medpipe.data.processed import (
 from medpipe.data.sources import SourceData, make_source
 from medpipe.errors import DataError
 
+if TYPE_CHECKING:
+    from medpipe.privacy.hashing import IdHasher
+
 log = logging.getLogger(__name__)
 
 
@@ -34,6 +38,7 @@ def prepare_dataset(
     out: str | None = None,
     force: bool = False,
     tracking_uri: str | None = None,
+    privacy: Mapping[str, Any] | None = None,
 ) -> Path:
     """Return the processed folder for `data_cfg`, building it if missing or out of date.
 
@@ -41,11 +46,19 @@ def prepare_dataset(
     input file contents, so a changed file or option gives a new folder and sweeps never collide.
     `data.train_fraction` and `data.synthetic` reshape the training split only (TrainingMix) and
     enter the fingerprint when set; `tracking_uri`: the store `runs:/` generators are read from.
+    `privacy`: a config's privacy section; with `hash_ids: true` the record ids are stored as
+    salted hashes (medpipe.privacy.hashing) and the salt's id enters the fingerprint.
     """
+    from medpipe.privacy.hashing import hasher_of
+
+    hasher = hasher_of(privacy)  # a salt problem is one line, before any file is read
     source = make_source(data_cfg, raw_dir)
     source.processed_dir, source.tracking_uri = processed_dir, tracking_uri
+    source.hasher, source.privacy = hasher, dict(privacy or {})
     mix = TrainingMix(data_cfg, tracking_uri)
     desc = {"format_version": FORMAT_VERSION, **source.describe(), **mix.describe()}
+    if hasher is not None:  # absent when off: folders prepared before keep their fingerprint
+        desc.update(hasher.describe())
     fp = fingerprint(desc)
     folder = Path(out) if out else Path(processed_dir) / f"{data_cfg['name']}-{fp[:12]}"
     if not force and (folder / "meta.json").exists():
@@ -60,9 +73,24 @@ def prepare_dataset(
     try:
         source.staging_dir = staging
         data = source.load()
+        if hasher is not None:
+            hash_ids(data, hasher, staging)
         return _write(data, data_cfg, mix, folder, fp, desc, staging, force)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def hash_ids(data: SourceData, hasher: IdHasher, staging: str | None = None) -> None:
+    """Replace every split's record ids by their salted hashes, before anything is written (a
+    staged `<split>_ids.npy` is dropped: the hashed array is saved instead). One id gets one hash
+    in every split, so windows of one record still group together. Generated samples that a
+    training mix appends afterwards keep their `synthetic-<i>` ids: they identify no one."""
+    for split, part in data.splits.items():
+        if part.ids is None:
+            continue
+        part.ids = hasher.array(np.asarray(part.ids))
+        if staging is not None:
+            (Path(staging) / f"{split}_ids.npy").unlink(missing_ok=True)
 
 
 def _write(
@@ -123,6 +151,7 @@ def prepare_from_config(c: dict[str, Any]) -> Path:
         out=c.get("out"),
         force=bool(c.get("force")),
         tracking_uri=runs_tracking_uri(c),
+        privacy=c.get("privacy"),
     )
 
 

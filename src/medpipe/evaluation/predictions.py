@@ -4,7 +4,8 @@ data they belong to). Intervals, calibration, operating points, paired compariso
 are computed from these files, so any of them can be recomputed later from the run's artifacts.
 
 Columns: `row` (the sample's row in the split, or in the pooled data for a cross-validation
-fold), `record_id` where the data has record ids, the target (`target`: class index or value;
+fold), `record_id` where the data has record ids (as the processed data stores them: salted
+`h_<hex>` hashes under privacy.hash_ids=true), the target (`target`: class index or value;
 multilabel: `target_<label>` 0/1), the model's output (`prob_<class>` per class; binary: the
 positive class only; regression: `predicted`), the raw net outputs (`logit_<i>`) and, for
 classification, `predicted` (the class or labels decided at the run's threshold).

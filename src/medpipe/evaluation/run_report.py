@@ -39,6 +39,22 @@ def _metric_rows(metrics: dict[str, float]) -> list[list[Any]]:
     return rows
 
 
+def _privacy_text(summary: dict[str, float], privacy: dict[str, Any]) -> str:
+    target = privacy.get("target_epsilon")
+    return (
+        f"Trained with DP-SGD (Opacus): (epsilon = {summary['privacy/epsilon']:.3g}, "
+        f"delta = {summary.get('privacy/delta', float('nan')):g})-differential privacy for the "
+        f"training samples{f' (target epsilon {target:g})' if target is not None else ''}, "
+        f"{int(summary.get('privacy/steps', 0))} steps with "
+        f"{'Poisson' if privacy.get('poisson_sampling', True) else 'shuffled (epsilon approximate)'}"
+        f" sampling at rate {summary.get('privacy/sample_rate', float('nan')):.4g}, per-sample "
+        f"gradients clipped to {summary.get('privacy/max_grad_norm', float('nan')):g}, noise "
+        f"multiplier {summary.get('privacy/noise_multiplier', float('nan')):.4g}, "
+        f"{privacy.get('accountant', 'prv')} accountant. The guarantee covers the weights; not the "
+        "normalisation statistics and class counts computed from the training split."
+    )
+
+
 def write_run_report(
     out_dir: Path,
     c: dict[str, Any],
@@ -87,6 +103,8 @@ def write_run_report(
         )
         text += f" Decision: {decision}; temperature {op.get('temperature', 1.0):.4g}."
     sections.append(Section("Test metrics", text=text, table=_metric_rows(summary)))
+    if "privacy/epsilon" in summary:  # privacy=dp (medpipe.privacy.dp)
+        sections.append(Section("Privacy", text=_privacy_text(summary, c.get("privacy") or {})))
     if evaluation.warnings:
         sections.append(Section("Warnings", text="\n\n".join(evaluation.warnings)))
     figures = [(cap, evaluation.files[k]) for k, cap in FIGURES if k in evaluation.files]

@@ -7,8 +7,9 @@ so are a person name's `^`-separated parts and its "Last, First" form. Left out 
 mean anything: values under 3 characters and values that are only digits and punctuation (weights,
 "000Y", "----"), except dates, times and UIDs, and values the same file also carries in an
 attribute the profile keeps (an InstitutionName equal to the Manufacturer). Text files are read whole; DICOM files in the target
-have their attributes read (so a de-identified copy is checked too); other binary files
-(checkpoints, arrays, images) are counted as not read.
+have their attributes read (so a de-identified copy is checked too), numpy arrays of text (record
+ids) their strings; other binary files (checkpoints, sample arrays, images) are counted as not
+read.
 """
 
 from __future__ import annotations
@@ -112,6 +113,12 @@ def needles_from_dicom(folder: Path) -> tuple[list[Needle], int]:
     return list(found.values()), files
 
 
+def needles_from_names(names: list[str]) -> list[Needle]:
+    """Needles for names that may identify someone on their own, such as the stems of a data
+    folder's file names (`DOE^JOHN_12345` of DOE^JOHN_12345.png): each a whole token."""
+    return [Needle("file name", n, _pattern(n)) for n in dict.fromkeys(names) if n]
+
+
 @dataclass
 class Finding:
     where: str
@@ -142,8 +149,23 @@ class Scan:
         data = path.read_bytes()
         if b"\0" not in data[:8192]:
             self.text(where, data.decode("utf-8", errors="replace"))
-        elif not self._dicom(path, where):
+        elif not self._strings(path, where) and not self._dicom(path, where):
             self.not_read.append(where)
+
+    def _strings(self, path: Path, where: str) -> bool:
+        """A numpy array of text (a processed folder's `<split>_ids.npy`) is read as its lines."""
+        if path.suffix != ".npy":
+            return False
+        import numpy as np
+
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError):
+            return False
+        if arr.dtype.kind not in "US":
+            return False
+        self.text(where, "\n".join(str(v) for v in np.ravel(arr).tolist()))
+        return True
 
     def _dicom(self, path: Path, where: str) -> bool:
         import pydicom

@@ -120,11 +120,14 @@ class MedTask(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y, lengths = unpack(batch)
         raw = self(x, lengths)
-        loss = self.loss(raw, y)
         n = len(x)
-        self._loss_sum += loss.detach().double() * n
-        self._loss_count += n
-        self.train_metric.update(self.outputs(raw.detach()), self.metric_target(y))
+        if n:
+            loss = self.loss(raw, y)
+            self._loss_sum += loss.detach().double() * n
+            self._loss_count += n
+            self.train_metric.update(self.outputs(raw.detach()), self.metric_target(y))
+        else:  # a Poisson-sampled batch (privacy=dp) can be empty: its step is noise only
+            loss = raw.sum() * 0.0
         if batch_idx + 1 >= self.trainer.num_training_batches:
             self._log_train_epoch()
         return loss
@@ -138,32 +141,33 @@ class MedTask(L.LightningModule):
         self._loss_sum.zero_()
         self._loss_count.zero_()
 
-    def _eval_step(self, batch, split: str, metrics: nn.Module) -> torch.Tensor:
+    # Validation keeps each batch's outputs and loss on the device and hands them to the metrics
+    # and the logger once, at the epoch's end: no per-batch logging or metric-state updates.
+    def on_validation_epoch_start(self) -> None:
+        self._val_kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._val_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+
+    def validation_step(self, batch, batch_idx):
         x, y, lengths = unpack(batch)
         raw = self(x, lengths)
-        self.log(
-            f"{split}/loss",
-            self.loss(raw, y),
-            on_step=False,
-            on_epoch=True,
-            prog_bar=split == "val",
-            batch_size=len(x),
-            sync_dist=True,
-        )
-        out = self.outputs(raw)
-        metrics.update(out, self.metric_target(y))
-        return out
+        self._val_loss += self.loss(raw, y).double() * len(x)
+        self._val_kept.append((self.outputs(raw), self.metric_target(y)))
+
+    def on_validation_epoch_end(self) -> None:
+        kept, self._val_kept = self._val_kept, []
+        n = sum(len(t) for _, t in kept)
+        if n:
+            self.val_metrics.update(
+                torch.cat([o for o, _ in kept]), torch.cat([t for _, t in kept])
+            )
+            mean = (self._val_loss / n).float()  # sync_dist: the ranks' means averaged, once
+            self.log("val/loss", mean, prog_bar=True, batch_size=n, sync_dist=True)
+        self._log_metrics("val", self.val_metrics)
 
     def _log_metrics(self, split: str, metrics: nn.Module) -> None:
         for name, value in metrics.compute().items():
             self.log(f"{split}/{name}", value, prog_bar=split == "val" and name in ("auroc", "mae"))
         metrics.reset()
-
-    def validation_step(self, batch, batch_idx):
-        self._eval_step(batch, "val", self.val_metrics)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val", self.val_metrics)
 
     def on_test_epoch_start(self) -> None:
         self._test_buffer = []

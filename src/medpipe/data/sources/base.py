@@ -136,6 +136,15 @@ class Source:
     # files into (processed.NpyWriter); they are moved into the processed folder, not copied
     staging_dir: str | None = None
     tracking_uri: str | None = None  # the store a runs:/ reference is read from
+    # set by medpipe.data.prepare under privacy.hash_ids=true (medpipe.privacy.hashing.IdHasher):
+    # prepare hashes the record ids itself; a source uses it for the names it logs
+    hasher: Callable[[str], str] | None = None
+    privacy: dict[str, Any] | None = None  # the config's privacy section (set by prepare)
+
+    def shown(self, name: Any) -> str:
+        """A file or record name as a log line may show it: hashed under privacy.hash_ids (error
+        messages keep the real name: the user has to find the file)."""
+        return str(name) if self.hasher is None else self.hasher(str(name))
 
     def __init__(self, cfg: dict[str, Any], raw_dir: str):
         self.cfg = cfg  # checked against Options by medpipe.config before any source is built

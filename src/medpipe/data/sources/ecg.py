@@ -335,11 +335,11 @@ class PhysioNet2017Source(Source):
             labels,
             classes=PHYSIONET2017_CLASSES,
         )
-        missing = signal.missing_summary(
+        missing = signal.missing_summary(  # logs the dropped records by name
             pre,
             [signal.count_missing(r) for r in records],
             parts,
-            [r for r, _ in rows],
+            [self.shown(r) for r, _ in rows],
             str(folder),
         )
         names = np.array([r for r, _ in rows])

@@ -15,7 +15,8 @@ to group only; it is not stored anywhere), else the file.
 Each file is read (medpipe.data.files), turned into uint8 samples of the configured shape and
 written straight into the split's array file, one at a time: preparing a folder holds one sample
 in memory, whatever the folder's size. The record ids are the files' paths relative to the root
-(`<path>#<frame>` for the frames of a multi-frame image).
+(`<path>#<frame>` for the frames of a multi-frame image); under privacy.hash_ids=true they are
+stored as salted hashes (medpipe.data.prepare, medpipe.privacy.hashing).
 """
 
 from __future__ import annotations
@@ -124,7 +125,9 @@ class FolderSource(Source):
             rows += [Entry(f, folder.name, None, "", f"class folder {folder.name}") for f in found]
         if skipped:
             log.warning(
-                "%d files skipped (not images, DICOM or NIfTI), e.g. %s", len(skipped), skipped[0]
+                "%d files skipped (not images, DICOM or NIfTI), e.g. %s",
+                len(skipped),
+                self.shown(skipped[0].relative_to(root)),
             )
         return self._grouped(rows)
 

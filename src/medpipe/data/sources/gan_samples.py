@@ -105,13 +105,23 @@ class GANSamplesSource(Source):
         if not gen.data_cfg.get("name"):
             raise DataError(f"data.generator: {gen.ref}: the checkpoint holds no data config")
         processed = self.processed_dir or str(Path(self.raw_dir).parent / "processed")
+        # ids hashed as the GAN's data had them (privacy.hash_ids), with this run's salt
+        hashed = bool(gen.bundle.meta.source.get("hash_ids"))
+        privacy = {"hash_ids": hashed, "salt_file": (self.privacy or {}).get("salt_file")}
         folder = prepare_dataset(
-            gen.data_cfg, processed, self.raw_dir, tracking_uri=self.tracking_uri
+            gen.data_cfg, processed, self.raw_dir, tracking_uri=self.tracking_uri, privacy=privacy
         )
-        if (got := read_meta(folder).fingerprint) != want:
+        got_meta = read_meta(folder)
+        if (got := got_meta.fingerprint) != want:
+            salt = got_meta.source.get("salt_id") != gen.bundle.meta.source.get("salt_id")
+            why = (
+                "its ids were hashed with another salt (privacy.salt_file, $MEDPIPE_ID_SALT)"
+                if hashed and salt
+                else "an input changed"
+            )
             raise DataError(
                 f"data.generator: {gen.ref} learnt {gen.bundle.meta.name} with fingerprint "
-                f"{want[:12]}, but its data config now prepares {got[:12]} (an input changed); "
+                f"{want[:12]}, but its data config now prepares {got[:12]} ({why}); "
                 "its real test split is not available"
             )
         return folder
