@@ -10,6 +10,9 @@ MLFLOW_DB := $(CURDIR)/logs/mlflow/mlflow.db
 HOST = 127.0.0.1
 PORT ?= 5000
 ARGS ?=
+# MLflow 3 sends usage telemetry to its vendor unless told not to; nothing leaves this machine
+# (README: Privacy). `make ui MLFLOW_DISABLE_TELEMETRY=false` allows it.
+export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .DEFAULT_GOAL := help
 .PHONY: help install train repro test test-all lint ui clean

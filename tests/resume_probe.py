@@ -35,5 +35,6 @@ class KeepLastCheckpoint(Callback):
         if trainer.current_epoch == self.epoch and batch_idx == 0:
             import shutil
 
+            trainer.strategy.checkpoint_io.teardown()  # checkpoints are written in a thread
             last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
             shutil.copyfile(last, last.with_name("last.ckpt.keep"))

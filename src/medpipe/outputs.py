@@ -265,12 +265,12 @@ def log_run_outputs(
     if best_path:
         run.log_artifact(Path(best_path), "checkpoints")
     if c.get("log_model", True):
-        import monai
+        from importlib.metadata import version  # not `import monai`: ~2 s for its version
 
         model = task.inference_model().cpu().eval()
         reqs = [
             f"torch=={torch.__version__.split('+')[0]}",
-            f"monai=={monai.__version__}",
+            f"monai=={version('monai')}",
             f"numpy=={np.__version__}",
             *getattr(task.net, "pip_requirements", ()),  # a net's own (MiniRocket: sktime, numba)
         ]

@@ -448,9 +448,9 @@ class GANTask(MedTask):
         (0-based, the step of the run's per-epoch metrics, so the UI's slider lines up)."""
         if not self.trainer.is_global_zero:
             return
-        from lightning.pytorch.loggers import MLFlowLogger
+        from medpipe.tracking.mlflow_run import mlflow_loggers
 
-        loggers = [lg for lg in self.loggers if isinstance(lg, MLFlowLogger)]
+        loggers = mlflow_loggers(self.loggers)
         if not loggers:
             return
         from medpipe.evaluation.gan_quality import sample_grid, to_display

@@ -16,13 +16,15 @@ import hashlib
 import json
 import logging
 import random
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import Logger, MLFlowLogger
 
 from medpipe.tracking import liveness, store
 from medpipe.tracking.store import MAX_PARAM_LEN, default_artifact_location, flatten, tracking_uri
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EpochStepMLFlowLogger",
     "MlflowRun",
+    "PendingRun",
     "default_artifact_location",
     "flatten",
     "pooled_input",
@@ -460,3 +463,137 @@ class MlflowRun:
             raise
         if finish:
             self.end("FINISHED")
+
+
+class PendingRun:
+    """An `MlflowRun` created in a background thread once training has started, so that importing
+    MLflow, creating the run and logging its params and dataset inputs (2-4 s on a laptop CPU)
+    overlap the first epoch instead of delaying the first step (benchmarks: startup).
+
+    `start()` begins the creation (training.py calls it when the first epoch starts); any use of
+    the run's attributes (`run_id`, `log_metrics`, `url`, ...) waits for it and raises what
+    creating it raised. The Lightning logger (`logger`) keeps epoch metrics until the run exists
+    and raises the creation's error at the first epoch end after it failed, so a store that cannot
+    be written stops the training within an epoch or two, with no run left RUNNING. A tracking
+    server is not deferred (training.py): its address is checked before training starts.
+    """
+
+    def __init__(self, create: Callable[[], MlflowRun], then: Callable[[MlflowRun], None]):
+        self._create, self._then = create, then
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._run: MlflowRun | None = None
+        self._error: BaseException | None = None
+        self.logger = _PendingLogger(self)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._make, name="medpipe-mlflow-run", daemon=True
+            )
+            self._thread.start()
+
+    def _make(self) -> None:
+        try:
+            self._run = self._create()
+            self._then(self._run)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the training's thread
+            self._error = err
+        finally:
+            self._done.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._done.is_set()
+
+    def result(self) -> MlflowRun:
+        self.start()
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._run is not None
+        return self._run
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.result(), name)
+
+    @contextlib.contextmanager
+    def guard(self, finish: bool = True) -> Iterator[PendingRun]:
+        """MlflowRun.guard for a run that may not exist yet: an error in the block ends the run
+        (once created) FAILED, KILLED on Ctrl-C; one in creating the run is raised here."""
+        try:
+            yield self
+        except BaseException as err:
+            self.start()  # a training that failed before its first step is recorded too
+            self._done.wait()
+            if self._run is not None:
+                self._run.end("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+            raise
+        if finish:
+            self.result().end("FINISHED")
+
+
+class _PendingLogger(Logger):
+    """Lightning's view of a `PendingRun`: epoch metrics wait (in order) until the run exists;
+    everything else is the real logger's."""
+
+    def __init__(self, pending: PendingRun):
+        super().__init__()
+        self._pending = pending
+        self._queued: list[tuple[dict[str, float], int | None]] = []
+
+    @property
+    def _real(self) -> EpochStepMLFlowLogger:
+        return self._pending.result().logger
+
+    @property
+    def name(self) -> str:
+        return self._real.name
+
+    @property
+    def version(self) -> str:
+        return self._real.version
+
+    @property
+    def experiment(self):
+        return self._real.experiment
+
+    @property
+    def run_id(self) -> str:
+        return self._real.run_id
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """The run's params are logged from the resolved config when it is created."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._queued.append((dict(metrics), step))
+        if self._pending.ready:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the kept metrics to the run (waiting for it); raises what creating it raised."""
+        real = self._real
+        queued, self._queued = self._queued, []
+        for metrics, step in queued:
+            real.log_metrics(metrics, step)
+
+    def finalize(self, status: str = "success") -> None:
+        """The run's status is MlflowRun's to set (EpochStepMLFlowLogger.finalize)."""
+
+
+class StartPendingRun(Callback):
+    """Starts a `PendingRun`'s creation once the first training step is done."""
+
+    def __init__(self, pending: PendingRun):
+        self.pending = pending
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.pending.start()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.pending.start()
+
+
+def mlflow_loggers(loggers: Sequence[Any]) -> list[Any]:
+    """The loggers that write to an MLflow run (`experiment`, `run_id`): Lightning's and ours."""
+    return [lg for lg in loggers if isinstance(lg, (MLFlowLogger, _PendingLogger))]

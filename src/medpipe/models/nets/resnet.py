@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import torch
-from monai.networks.nets import ResNet as MonaiResNet
 from pydantic import Field
 from torch import nn
 
@@ -36,6 +35,8 @@ class ResNet(nn.Module):
         widen_factor: Annotated[float, Field(gt=0)] = 1.0
 
     def __init__(self, in_channels: int, num_outputs: int, spatial_shape: Sequence[int], **options):
+        from monai.networks.nets import ResNet as MonaiResNet  # on use: monai takes ~2 s to import
+
         super().__init__()
         o = self.Options(**options)
         block, layers = _LAYERS[o.depth]
