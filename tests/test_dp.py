@@ -287,6 +287,7 @@ def test_refused_layer_fails_before_any_mlflow_run(tmp_path):
     assert _runs(tmp_path) == []
 
 
+@pytest.mark.slow  # ~10 s each: the default run stays under 10 minutes on 2 cores
 def test_lstm_trains_under_dp_on_synthetic_ecg(tmp_path):
     from medpipe.checkpoints import load_checkpoint
     from medpipe.evaluating import trained_task
@@ -337,6 +338,7 @@ def test_gan_and_budget_problems_are_one_line(tmp_path):
         plan(c, 256, "gan")
 
 
+@pytest.mark.slow  # ~10 s each: the default run stays under 10 minutes on 2 cores
 def test_empty_poisson_batches_are_noise_only_steps_on_the_workers_loader(tmp_path):
     """Batch size 1 of 256: about a third of the 256 Poisson batches are empty; each is still a
     DP-SGD step (the accountant counts 256) and the epoch's training loss stays finite."""
@@ -363,6 +365,7 @@ def test_empty_poisson_batches_are_noise_only_steps_on_the_workers_loader(tmp_pa
     assert math.isfinite(loss) and loss > 0
 
 
+@pytest.mark.slow  # ~10 s each: the default run stays under 10 minutes on 2 cores
 def test_without_noise_and_clipping_dp_sgd_takes_the_plain_optimizer_steps(tmp_path):
     """The wiring, not Opacus: per-sample gradients summed and divided by the expected batch
     size equal the plain mean gradient when nothing is clipped and (almost) no noise is added
