@@ -60,6 +60,7 @@ def launch_until_first_step(root: Path, probe: Path) -> dict:
         "test_after_fit=false",
         "log_model=false",
         "+callbacks.bench_probe._target_=benchmarks.probes.Probe",
+        "allowed_targets=[benchmarks]",  # the probe's module (README: Hostile input)
     ]
     probe.unlink(missing_ok=True)
     t_wall = time.time()
