@@ -556,7 +556,9 @@ class _PendingLogger(Logger):
 
     @property
     def experiment(self):
-        return self._real.experiment
+        """A stand-in for the run's MlflowClient: Lightning touches `experiment` when fit sets up
+        (to create a lazy logger's run), which must not wait for the run; using it does."""
+        return _WhenReady(lambda: self._real.experiment)
 
     @property
     def run_id(self) -> str:
@@ -592,6 +594,16 @@ class StartPendingRun(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.pending.start()
+
+
+class _WhenReady:
+    """An object resolved on first use: attribute access waits for `get()`."""
+
+    def __init__(self, get: Callable[[], Any]):
+        self._get = get
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
 
 
 def mlflow_loggers(loggers: Sequence[Any]) -> list[Any]:
