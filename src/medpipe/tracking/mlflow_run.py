@@ -1,5 +1,6 @@
-"""One MLflow run per training: created after the data is ready, FINISHED only when everything is
-logged, FAILED (or KILLED on Ctrl-C) if anything raises, never left RUNNING.
+"""One MLflow run per training: created after the data is ready (with a local store, in a thread
+once the first step is done: `PendingRun`), FINISHED only when everything is logged, FAILED (or
+KILLED on Ctrl-C) if anything raises, never left RUNNING.
 
 `MlflowRun.guard` is the one place a run's final status is decided; Lightning's logger never ends
 the run. Everything is written through the logger's MlflowClient, except the exported model:
