@@ -337,7 +337,9 @@ def test_the_experiments_compose_and_validate(gan, tmp_path):
     fast = validate(compose_config(tmp_path, ["experiment=pneumonia_fast"]))
     assert tstr["data"]["source"] == "gan_samples" and tstr["data"]["generator"] == ckpt
     for key in ("model", "optimizer", "scheduler", "augmentation", "trainer"):
-        assert tstr[key] == fast[key], key  # pneumonia_fast's recipe
+        # pneumonia_fast's recipe, at the 12 epochs and lr its README figures were measured with
+        pinned = {"optimizer": {"lr": 2e-3}, "trainer": {"max_epochs": 12}}.get(key, {})
+        assert tstr[key] == {**fast[key], **pinned}, key
     low = validate(compose_config(tmp_path, ["experiment=pneumonia_lowdata"]))
     assert low["data"]["train_fraction"] == 0.05 and low["data"]["flag"] == "pneumoniamnist"
     twin = validate(

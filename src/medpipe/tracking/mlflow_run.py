@@ -212,6 +212,8 @@ class MlflowRun:
 
     def __init__(self, logger: EpochStepMLFlowLogger):
         self.logger = logger
+        with store.keep_uri_env():  # the logger opens its run here (mlflow.set_tracking_uri)
+            self.client  # noqa: B018
         # This process owns the run: host, pid and a heartbeat (tracking/liveness.py), so that a
         # run its dead process leaves RUNNING is marked KILLED later; end() stops the heartbeat.
         liveness.start(self.client, self.run_id)
@@ -391,7 +393,8 @@ class MlflowRun:
     def _log_model(self, model, input_example, pip_requirements: list[str], **options: Any) -> None:
         import mlflow
 
-        mlflow.set_tracking_uri(self.logger._tracking_uri)
+        with store.keep_uri_env():
+            mlflow.set_tracking_uri(self.logger._tracking_uri)
         with mlflow.start_run(run_id=self.run_id, log_system_metrics=False):
             mlflow.pytorch.log_model(
                 model,

@@ -32,6 +32,22 @@ UI_ADDRESS = "http://127.0.0.1:5000"
 UI_TRAINING_VIEW = "workflowType=machine_learning"
 
 
+@contextlib.contextmanager
+def keep_uri_env() -> Iterator[None]:
+    """`mlflow.set_tracking_uri` (which Lightning's MLFlowLogger calls when it opens its run, and
+    the model logging) also sets $MLFLOW_TRACKING_URI for the whole process; left so, the next run
+    of the process (a test, an in-process caller) would go to this run's store instead of its
+    own. The variable is put back as it was."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 def tracking_uri(cfg_uri: str | None, mlflow_dir: str) -> str:
     """Config value > $MLFLOW_TRACKING_URI > the embedded sqlite store under paths.mlflow_dir."""
     if cfg_uri:
