@@ -476,9 +476,9 @@ class PendingRun:
 
     `start()` begins the creation (training.py calls it when the first epoch starts); any use of
     the run's attributes (`run_id`, `log_metrics`, `url`, ...) waits for it and raises what
-    creating it raised. The Lightning logger (`logger`) keeps epoch metrics until the run exists
-    and raises the creation's error at the first epoch end after it failed, so a store that cannot
-    be written stops the training within an epoch or two, with no run left RUNNING. A tracking
+    creating it raised. The Lightning logger (`logger`) waits for it at the first epoch end, so a
+    store that cannot be written stops the training there, with no run left RUNNING, and a run
+    killed after its first epoch always has its MLflow run and run.json. A tracking
     server is not deferred (training.py): its address is checked before training starts.
     """
 
@@ -572,9 +572,10 @@ class _PendingLogger(Logger):
         """The run's params are logged from the resolved config when it is created."""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """At an epoch's end: waits for the run (created since the first step), so that once an
+        epoch has ended the run and its run.json exist (what resume= reads after a crash)."""
         self._queued.append((dict(metrics), step))
-        if self._pending.ready:
-            self.flush()
+        self.flush()
 
     def flush(self) -> None:
         """Hand the kept metrics to the run (waiting for it); raises what creating it raised."""
