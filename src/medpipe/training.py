@@ -221,8 +221,6 @@ def train_once(
         )
         ckpt_path = str(resume.ckpt) if resume is not None and resume.ckpt.is_file() else None
         trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
-        if run is not None and hasattr(run.logger, "flush"):
-            run.logger.flush()  # epoch metrics kept while the run was being created
         if run is not None and resume is not None and hasattr(run.logger, "skip"):
             fill_gaps(run, history.restored)  # epochs whose metrics the crash kept from MLflow
         ckpt = trainer.checkpoint_callback

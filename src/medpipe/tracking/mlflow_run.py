@@ -538,13 +538,12 @@ class PendingRun:
 
 
 class _PendingLogger(Logger):
-    """Lightning's view of a `PendingRun`: epoch metrics wait (in order) until the run exists;
+    """Lightning's view of a `PendingRun`: epoch metrics go to the run once it exists (waiting for it);
     everything else is the real logger's."""
 
     def __init__(self, pending: PendingRun):
         super().__init__()
         self._pending = pending
-        self._queued: list[tuple[dict[str, float], int | None]] = []
 
     @property
     def _real(self) -> EpochStepMLFlowLogger:
@@ -574,15 +573,7 @@ class _PendingLogger(Logger):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """At an epoch's end: waits for the run (created since the first step), so that once an
         epoch has ended the run and its run.json exist (what resume= reads after a crash)."""
-        self._queued.append((dict(metrics), step))
-        self.flush()
-
-    def flush(self) -> None:
-        """Hand the kept metrics to the run (waiting for it); raises what creating it raised."""
-        real = self._real
-        queued, self._queued = self._queued, []
-        for metrics, step in queued:
-            real.log_metrics(metrics, step)
+        self._real.log_metrics(metrics, step)  # raises what creating the run raised
 
     def finalize(self, status: str = "success") -> None:
         """The run's status is MlflowRun's to set (EpochStepMLFlowLogger.finalize)."""
